@@ -1,0 +1,102 @@
+"""All configuration, in one place: environment variables ``IVR_*`` with safe defaults.
+
+``Settings.from_env()`` is called once, at start-up, by the command line; everything else
+receives the ``Settings`` object (no module reads the environment on its own).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("IVR_VAR_DIR", "var"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # FastAGI server
+    agi_host: str = field(default="0.0.0.0", metadata={"env": "IVR_AGI_HOST"})
+    agi_port: int = field(default=4573, metadata={"env": "IVR_AGI_PORT"})
+    header_timeout: float = field(default=5.0, metadata={"env": "IVR_HEADER_TIMEOUT"})
+    header_max_bytes: int = field(default=16384, metadata={"env": "IVR_HEADER_MAX_BYTES"})
+    reply_timeout: float = field(default=60.0, metadata={"env": "IVR_REPLY_TIMEOUT"})
+    max_call_seconds: float = field(default=1200.0, metadata={"env": "IVR_MAX_CALL_SECONDS"})
+
+    # Membership service (unset URL: start the embedded reference service and use it)
+    membership_url: str = field(default="", metadata={"env": "IVR_MEMBERSHIP_URL"})
+    membership_token: str = field(default="", metadata={"env": "IVR_MEMBERSHIP_TOKEN"})
+    membership_connect_timeout: float = field(
+        default=1.0, metadata={"env": "IVR_MEMBERSHIP_CONNECT_TIMEOUT"})
+    lookup_timeout: float = field(default=3.0, metadata={"env": "IVR_LOOKUP_TIMEOUT"})
+    hold_prompt_after: float = field(default=1.0, metadata={"env": "IVR_HOLD_PROMPT_AFTER"})
+    embedded_membership_host: str = field(
+        default="127.0.0.1", metadata={"env": "IVR_EMBEDDED_MEMBERSHIP_HOST"})
+    embedded_membership_port: int = field(
+        default=8400, metadata={"env": "IVR_EMBEDDED_MEMBERSHIP_PORT"})
+    membership_db: str = field(
+        default_factory=lambda: str(_var_dir() / "membership.sqlite3"),
+        metadata={"env": "IVR_MEMBERSHIP_DB"})
+
+    # Dialog timing (seconds)
+    menu_timeout: float = field(default=5.0, metadata={"env": "IVR_MENU_TIMEOUT"})
+    first_digit_timeout: float = field(default=6.0, metadata={"env": "IVR_FIRST_DIGIT_TIMEOUT"})
+    inter_digit_timeout: float = field(default=3.0, metadata={"env": "IVR_INTER_DIGIT_TIMEOUT"})
+
+    # Records and state
+    call_records: str = field(
+        default_factory=lambda: str(_var_dir() / "calls.jsonl"),
+        metadata={"env": "IVR_CALL_RECORDS"})
+    state_db: str = field(
+        default_factory=lambda: str(_var_dir() / "state.sqlite3"),
+        metadata={"env": "IVR_STATE_DB"})
+
+    # Lockout (failed verifications within the window)
+    lockout_identifier_failures: int = field(
+        default=5, metadata={"env": "IVR_LOCKOUT_IDENTIFIER_FAILURES"})
+    lockout_caller_failures: int = field(
+        default=10, metadata={"env": "IVR_LOCKOUT_CALLER_FAILURES"})
+    lockout_window_hours: float = field(default=24.0, metadata={"env": "IVR_LOCKOUT_WINDOW_HOURS"})
+    lockout_salt: str = field(default="", metadata={"env": "IVR_LOCKOUT_SALT"})
+
+    # Operator announcement: a prompt id from the catalog, played after the greeting
+    announcement: str = field(default="", metadata={"env": "IVR_ANNOUNCEMENT"})
+
+    log_level: str = field(default="INFO", metadata={"env": "IVR_LOG_LEVEL"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            kind = str if f.default is MISSING else type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}")
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def uses_embedded_membership(self) -> bool:
+        return not self.membership_url
+
+    @property
+    def effective_membership_url(self) -> str:
+        if self.membership_url:
+            return self.membership_url.rstrip("/")
+        return f"http://{self.embedded_membership_host}:{self.embedded_membership_port}"
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str]]:
+        """(variable, default) pairs, for the README and ``ivr config``."""
+        out = []
+        for f in fields(cls):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            out.append((f.metadata["env"], str(default)))
+        return out
