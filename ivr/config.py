@@ -61,6 +61,10 @@ class Settings:
     lockout_window_hours: float = field(default=24.0, metadata={"env": "IVR_LOCKOUT_WINDOW_HOURS"})
     lockout_salt: str = field(default="", metadata={"env": "IVR_LOCKOUT_SALT"})
 
+    # Rendered prompts (<sounds>/id/bpjs/<id>.<ext> and the manifest)
+    sounds_dir: str = field(
+        default_factory=lambda: str(_var_dir() / "sounds"), metadata={"env": "IVR_SOUNDS_DIR"})
+
     # Operator announcement: a prompt id from the catalog, played after the greeting
     announcement: str = field(default="", metadata={"env": "IVR_ANNOUNCEMENT"})
 

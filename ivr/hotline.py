@@ -1,0 +1,274 @@
+"""The hotline call flow (``../shared/spec/hotline.md``), as the caller hears it.
+
+``Hotline.run()`` greets, offers the main menu, and goes where the caller's keys lead. Each
+step is a small method. A step that ends the call (goodbye, transfer) says its last prompt
+and raises ``CallEnded``; ``run()`` turns that into the call's result.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date
+from typing import Awaitable, Callable, Protocol
+
+from . import speech
+from .dialog import Dialog, Ending, Retry, Utterance
+from .identifiers import BIRTH_DATE_LENGTH, NIK_LENGTH, Kind, classify, parse_birth_date, \
+    virtual_account
+from .membership import MembershipUnavailable, Participant
+from .names import Outcome, P, Reason
+
+MAX_INVALID_ENTRIES = 3
+MAX_FAILED_VERIFICATIONS = 3
+
+POST_MENU_RETRY = Retry(silent=1, invalid=3)
+CONFIRM_RETRY = Retry(silent=3, invalid=3, together=True, explain_invalid=False)
+
+REASON_PROMPTS = {
+    "TUNGGAKAN": P.REASON_ARREARS,
+    "PENANGGUHAN": P.REASON_SUSPENDED,
+    "NONAKTIF_PBI": P.REASON_PBI_REMOVED,
+    "DATA_TIDAK_VALID": P.REASON_DATA_INVALID,
+}
+SEGMENT_PROMPTS = {"PBI": P.SEGMENT_PBI, "PPU": P.SEGMENT_PPU, "PBPU": P.SEGMENT_PBPU,
+                   "BP": P.SEGMENT_BP}
+CLASS_PROMPTS = {1: P.CLASS_1, 2: P.CLASS_2, 3: P.CLASS_3}
+PAID_BY_OTHERS = {"PEMERINTAH": P.BILL_GOVERNMENT, "PEMBERI_KERJA": P.BILL_EMPLOYER}
+
+
+class Lookup(Protocol):
+    async def lookup(self, identifier: str, request_id: str) -> Participant | None: ...
+
+
+class Lockout(Protocol):
+    async def is_locked(self, identifier: str, caller: str) -> bool: ...
+    async def record_failure(self, identifier: str, caller: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    lookup_timeout: float = 3.0
+    hold_prompt_after: float = 1.0
+    announcement: str = ""
+
+
+@dataclass
+class CallState:
+    """What the flow learned; the call record and the channel variables are made from it."""
+    outcome: Outcome | None = None
+    transfer_reason: Reason | None = None
+    verified_card: str = ""
+    member_status: str = ""
+    membership_latency_ms: float | None = None
+    membership_lookups: int = 0
+    time_to_status_ms: int | None = None
+
+
+class CallEnded(Exception):
+    def __init__(self, outcome: Outcome, reason: Reason | None = None) -> None:
+        super().__init__(outcome, reason)
+        self.outcome, self.reason = outcome, reason
+
+
+class Hotline:
+    def __init__(self, dialog: Dialog, membership: Lookup, lockout: Lockout, *,
+                 call_id: str, caller: str, settings: FlowSettings,
+                 today: Callable[[], date] = date.today) -> None:
+        self.dialog = dialog
+        self.membership = membership
+        self.lockout = lockout
+        self.call_id = call_id
+        self.caller = caller
+        self.settings = settings
+        self.today = today
+        self.state = CallState()
+        self.invalid_entries = 0
+        self.failed_verifications = 0
+
+    def say(self, *prompt_ids: str, barge_in: bool = False) -> Awaitable[None]:
+        return self.dialog.say(*(self.dialog.prompt(p) for p in prompt_ids), barge_in=barge_in)
+
+    async def run(self) -> CallState:
+        try:
+            await self.greet()
+            await self.main_menu()
+        except CallEnded as end:
+            self.state.outcome, self.state.transfer_reason = end.outcome, end.reason
+        return self.state
+
+    # -- 1, 2: greeting and main menu
+
+    async def greet(self) -> None:
+        prompts = [P.GREETING] + ([self.settings.announcement] if self.settings.announcement
+                                  else [])
+        await self.say(*prompts, barge_in=True)
+
+    async def main_menu(self) -> None:
+        while True:
+            choice = await self.dialog.menu([self.dialog.prompt(P.MAIN_MENU)], "120",
+                                            repeat="9")
+            if choice is Ending.NO_INPUT:
+                await self.goodbye(Outcome.NO_INPUT)
+            elif choice is Ending.TOO_MANY_INVALID:
+                await self.hand_to_agent(Reason.INVALID_INPUT)
+            elif choice == "1":
+                await self.status_and_billing()
+            elif choice == "2":
+                await self.how_to_pay()
+            else:
+                await self.hand_to_agent(Reason.CALLER_REQUEST)
+
+    # -- 3, 4, 5: identify, birth date, look up
+
+    async def status_and_billing(self) -> None:
+        participant = await self.verify()
+        await self.post_menu(participant)
+
+    async def verify(self) -> Participant:
+        while True:
+            identifier = await self.identify()
+            born = await self.birth_date()
+            participant = await self.look_up(identifier)
+            if participant is not None and participant.birth_date == born:
+                self.state.verified_card = participant.card_number
+                self.state.member_status = participant.status
+                return participant
+            await self.lockout.record_failure(identifier, self.caller)
+            self.failed_verifications += 1
+            if self.failed_verifications >= MAX_FAILED_VERIFICATIONS:
+                await self.hand_to_agent(Reason.VERIFICATION_FAILED, P.DATA_MISMATCH)
+            await self.say(P.DATA_MISMATCH, barge_in=True)
+
+    async def identify(self) -> str:
+        while True:
+            entry = await self.dialog.gather(self.dialog.prompt(P.ENTER_ID),
+                                             max_digits=NIK_LENGTH)
+            kind = classify(entry.digits, entry.ended_by)
+            if kind is None:
+                await self.invalid_entry(P.ID_INVALID)
+            elif await self.confirmed(entry.digits, kind):
+                if await self.lockout.is_locked(entry.digits, self.caller):
+                    await self.hand_to_agent(Reason.LOCKED)
+                return entry.digits
+
+    async def confirmed(self, digits: str, kind: Kind) -> bool:
+        readback = P.READBACK_CARD if kind is Kind.CARD else P.READBACK_NIK
+        question = [self.dialog.prompt(readback), self.dialog.secret_digits(digits),
+                    self.dialog.prompt(P.CONFIRM_ID)]
+        choice = await self.dialog.menu(question, "12", CONFIRM_RETRY)
+        if isinstance(choice, Ending):
+            await self.hand_to_agent(Reason.INVALID_INPUT)
+        return choice == "1"
+
+    async def birth_date(self) -> date:
+        while True:
+            entry = await self.dialog.gather(self.dialog.prompt(P.ENTER_BIRTH_DATE),
+                                             max_digits=BIRTH_DATE_LENGTH)
+            born = parse_birth_date(entry.digits, self.today())
+            if born is not None:
+                return born
+            await self.invalid_entry(P.BIRTH_DATE_INVALID)
+
+    async def invalid_entry(self, prompt_id: str) -> None:
+        """Wrong identifiers and birth dates share one budget per call."""
+        self.invalid_entries += 1
+        if self.invalid_entries >= MAX_INVALID_ENTRIES:
+            await self.hand_to_agent(Reason.INVALID_INPUT, prompt_id)
+        await self.say(prompt_id, barge_in=True)
+
+    async def look_up(self, identifier: str) -> Participant | None:
+        """Ask the membership service; say "mohon tunggu" only if it takes a while."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.create_task(self.membership.lookup(identifier, self.call_id))
+        failed = False
+        participant = None
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.settings.hold_prompt_after)
+            if not done:
+                await self.say(P.PLEASE_WAIT)
+            remaining = started + self.settings.lookup_timeout - loop.time()
+            participant = await asyncio.wait_for(task, max(remaining, 0.0))
+        except (MembershipUnavailable, TimeoutError):
+            failed = True
+        finally:
+            task.cancel()
+            self.state.membership_lookups += 1
+            self.state.membership_latency_ms = round((loop.time() - started) * 1000, 1)
+        if failed:
+            await self.hand_to_agent(Reason.SERVICE_UNAVAILABLE, P.SERVICE_UNAVAILABLE)
+        return participant
+
+    # -- 6, 7: status and billing, then the post-menu
+
+    async def post_menu(self, participant: Participant) -> None:
+        report = True
+        while True:
+            if report:
+                await self.report(participant)
+            choice = await self.dialog.menu([self.dialog.prompt(P.POST_MENU)], "1290",
+                                            POST_MENU_RETRY)
+            report = choice == "1"
+            if choice is Ending.NO_INPUT:
+                await self.goodbye(Outcome.COMPLETED)
+            elif choice is Ending.TOO_MANY_INVALID:
+                await self.hand_to_agent(Reason.INVALID_INPUT)
+            elif choice == "2":
+                await self.how_to_pay(participant)
+            elif choice == "0":
+                await self.hand_to_agent(Reason.CALLER_REQUEST)
+            elif choice == "9":
+                return
+
+    async def report(self, participant: Participant) -> None:
+        if self.state.time_to_status_ms is None:
+            self.state.time_to_status_ms = self.dialog.prompt_ms
+        await self.dialog.say(*self.status(participant), barge_in=True)
+
+    def status(self, p: Participant) -> list[Utterance]:
+        prompt = self.dialog.prompt
+        if p.active:
+            said = [prompt(P.STATUS_ACTIVE)]
+        elif p.inactive_reason in REASON_PROMPTS:
+            said = [prompt(P.STATUS_INACTIVE), prompt(REASON_PROMPTS[p.inactive_reason])]
+        else:  # deceased, "other", or a reason this IVR does not know: an agent explains
+            return [prompt(P.STATUS_INACTIVE), prompt(P.REASON_TALK_TO_AGENT)]
+        said += [prompt(SEGMENT_PROMPTS[p.segment]), prompt(CLASS_PROMPTS[p.member_class])]
+        return said + self.billing(p)
+
+    def billing(self, p: Participant) -> list[Utterance]:
+        prompt, spoken, bill = self.dialog.prompt, self.dialog.spoken, p.billing
+        if bill is None:
+            return [prompt(P.BILL_UNAVAILABLE)]
+        if bill.payer in PAID_BY_OTHERS:
+            return [prompt(PAID_BY_OTHERS[bill.payer])]
+        if bill.amount_due == 0:
+            return [prompt(P.BILL_NOTHING_DUE)]
+        said = [prompt(P.BILL_AMOUNT), spoken(speech.money(bill.amount_due)), prompt(P.BILL_FOR)]
+        if bill.months_in_arrears:
+            said += [spoken(speech.number(bill.months_in_arrears)), prompt(P.BILL_MONTHS),
+                     prompt(P.BILL_AND)]
+        said += [spoken(speech.number(bill.family_members)), prompt(P.BILL_MEMBERS)]
+        if bill.due_date is not None:
+            said += [prompt(P.BILL_DUE_DATE), spoken(speech.spoken_date(bill.due_date))]
+        return said
+
+    # -- 8: how to pay
+
+    async def how_to_pay(self, participant: Participant | None = None) -> None:
+        said = [self.dialog.prompt(P.HOW_TO_PAY)]
+        if participant is not None:
+            said += [self.dialog.prompt(P.VA_NUMBER),
+                     self.dialog.secret_digits(virtual_account(participant.card_number))]
+        await self.dialog.say(*said, barge_in=True)
+
+    # -- endings
+
+    async def goodbye(self, outcome: Outcome) -> None:
+        await self.say(P.GOODBYE)
+        raise CallEnded(outcome)
+
+    async def hand_to_agent(self, reason: Reason, *before: str) -> None:
+        last = P.LOCKED if reason is Reason.LOCKED else P.TRANSFER_AGENT
+        await self.say(*before, last)
+        raise CallEnded(Outcome.TRANSFER, reason)

@@ -1,0 +1,98 @@
+"""The call record: one JSON object per call, appended as a line to ``IVR_CALL_RECORDS``.
+
+Everything in it is already masked (``ivr.privacy``). Writing happens on one background
+thread, so a call never waits on the disk; ``close()`` drains what is queued.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    caller: str                      # masked
+    channel: str = ""
+    extension: str = ""
+    started_at: str = field(default_factory=now_iso)
+    ended_at: str | None = None
+    outcome: str | None = None
+    transfer_reason: str | None = None
+    verified: bool = False
+    member_status: str | None = None
+    menu_keys: list[str] = field(default_factory=list)
+    membership_latency_ms: float | None = None   # the last lookup in the call
+    membership_lookups: int = 0
+    time_to_status_ms: int | None = None          # prompt time before the first status
+    missing_prompts: list[str] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+
+_STOP = object()
+
+
+class RecordWriter:
+    """Appends records to a JSON-lines file (``-`` for standard output)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def write(self, record: CallRecord) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(record.to_json() + "\n")
+
+    def _run(self) -> None:
+        out = sys.stdout if self.path == "-" else open(self.path, "a", encoding="utf-8")
+        try:
+            while True:
+                lines = [self._queue.get()]
+                while not self._queue.empty():
+                    lines.append(self._queue.get())
+                stop = lines[-1] is _STOP
+                batch = [line for line in lines if line is not _STOP]
+                try:
+                    out.write("".join(batch))
+                    out.flush()
+                except OSError:
+                    log.exception("could not write %d call records", len(batch))
+                with self._idle:
+                    self._pending -= len(batch)
+                    self._idle.notify_all()
+                if stop:
+                    return
+        finally:
+            if out is not sys.stdout:
+                out.close()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every queued record is written (for tests and shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
