@@ -1,0 +1,652 @@
+"""A real Asterisk 22 for tests and listening, carrying this project's dialplan.
+
+Debian bookworm has no Asterisk package; Debian unstable ("sid") has Asterisk 22. The
+sandbox builds a sid root with ``debootstrap`` once (about a minute, ~500 MB, cached and
+reused), installs the ``*.conf`` files beside this module into it with their ``@IVR_...@``
+values filled in, copies the project's rendered prompts into its sounds, and runs
+Asterisk in it with ``chroot`` (which shares the host's network: Asterisk reaches a
+FastAGI server on 127.0.0.1 and sipp on the host reaches Asterisk on 127.0.0.1).
+Needs root.
+
+Command line (stdlib only)::
+
+    python3 dialplan/sandbox.py [--sounds DIR] [--agi HOST:PORT] up   # idempotent
+    python3 dialplan/sandbox.py status              # prints "up" or "down"
+    python3 dialplan/sandbox.py cli "core show channels"
+    python3 dialplan/sandbox.py originate --keys 1W0001234567890# [--exten 165] ...
+    python3 dialplan/sandbox.py down
+
+Library::
+
+    from dialplan.sandbox import Sandbox
+    sandbox = Sandbox()                      # settings from IVR_* variables, see __init__
+    sandbox.up()
+    report = await sandbox.originate_local_async(keys="1W0001234567890#")
+    report.route["Outcome"], report.hangup["AgiStatus"]
+
+Environment: ``IVR_ASTERISK_ROOT`` (default /var/cache/bpjs-ivr/asterisk-root),
+``IVR_AGI_ADDRESS`` (127.0.0.1:4573), ``IVR_SOUNDS_DIR`` (prompts: <dir>/id/bpjs/<id>.sln),
+``IVR_SIP_ADDRESS`` (127.0.0.1:5060), ``IVR_AMI_PORT`` (5038), ``IVR_AMI_SECRET``,
+``IVR_AGENT_PASSWORD``, ``IVR_DEBIAN_MIRROR`` (debootstrap's default when unset).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).resolve().parent
+DEFAULT_ROOT = "/var/cache/bpjs-ivr/asterisk-root"
+SUITE = "sid"
+PACKAGES = ("asterisk", "asterisk-core-sounds-en-gsm", "asterisk-moh-opsound-gsm")
+# Written last into a finished root; a root without it is never used, a partial one is
+# rebuilt.
+COMPLETE_MARKER = ".bpjs-ivr-root.json"
+# Written first into a root being built, so only our own half-built trees are deleted.
+BUILDING_MARKER = ".bpjs-ivr-building"
+
+# Paths inside the root (as Asterisk sees them).
+CONFIG_DIR = "/etc/bpjs-ivr"
+DATA_DIR = "/usr/share/asterisk"
+SOUNDS_DIR = DATA_DIR + "/sounds"
+DB_DIR = "/var/lib/bpjs-ivr"
+SPOOL_DIR = "/var/spool/bpjs-ivr"
+LOG_DIR = "/var/log/bpjs-ivr"
+RUN_DIR = "/run/bpjs-ivr"
+CACHE_DIR = "/var/cache/bpjs-ivr"
+# Configuration whose change needs a restart, not a reload.
+RESTART_CONFIGS = {"asterisk.conf", "modules.conf"}
+# The caller's prompt tree keeps only these (Asterisk sound formats).
+SOUND_SUFFIXES = {".sln", ".sln16", ".sln24", ".sln32", ".sln48", ".wav", ".gsm",
+                  ".ulaw", ".alaw", ".g722"}
+
+TOKEN = re.compile(r"@(IVR_[A-Z_]+)@")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not do what was asked; the message says why and where to look."""
+
+
+@dataclass
+class CallReport:
+    """The dialplan's report events (extensions.conf, [hotline-report]) of one test call:
+    AMI UserEvent fields, e.g. ``{"Outcome": "completed", "AgiStatus": "SUCCESS", ...}``."""
+    tag: str
+    route: dict[str, str] | None = None      # IvrRoute: after AGI() returned
+    hangup: dict[str, str] | None = None     # IvrHangup: the hotline channel hung up
+    agents: list[dict[str, str]] = field(default_factory=list)  # IvrAgent: per agent leg
+
+    @property
+    def final(self) -> dict[str, str]:
+        """The variables as they were at hang-up (the hangup handler always runs)."""
+        return self.hangup or {}
+
+
+class Sandbox:
+    def __init__(self, root: str | os.PathLike | None = None, *,
+                 sounds_dir: str | os.PathLike | None = None,
+                 agi_address: str | None = None,
+                 sip_address: str | None = None,
+                 ami_port: int | None = None,
+                 ami_secret: str | None = None,
+                 agent_password: str | None = None,
+                 mirror: str | None = None,
+                 env: dict[str, str] | None = None):
+        """Arguments left out are read from ``env`` (default ``os.environ``)."""
+        env = os.environ if env is None else env
+        self.root = Path(root or env.get("IVR_ASTERISK_ROOT") or DEFAULT_ROOT).absolute()
+        sounds = sounds_dir or env.get("IVR_SOUNDS_DIR")
+        self.sounds_dir = Path(sounds).absolute() if sounds else None
+        self.agi_address = agi_address or env.get("IVR_AGI_ADDRESS") or "127.0.0.1:4573"
+        self.sip_address = sip_address or env.get("IVR_SIP_ADDRESS") or "127.0.0.1:5060"
+        self.ami_port = int(ami_port or env.get("IVR_AMI_PORT") or 5038)
+        self.ami_secret = ami_secret or env.get("IVR_AMI_SECRET") or "bpjs-sandbox"
+        self.agent_password = (agent_password or env.get("IVR_AGENT_PASSWORD")
+                               or "agent-sandbox")
+        self.mirror = mirror or env.get("IVR_DEBIAN_MIRROR") or None
+        self._process: subprocess.Popen | None = None
+
+    # --- Host paths of things inside the root
+
+    def host_path(self, inside: str) -> Path:
+        """The host path of a path inside the root."""
+        return self.root / inside.lstrip("/")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.host_path(LOG_DIR)
+
+    @property
+    def full_log(self) -> Path:
+        """Dialplan report lines ("HOTLINE IvrRoute ...") and the applications run."""
+        return self.log_dir / "full"
+
+    @property
+    def console_log(self) -> Path:
+        """Asterisk's standard output and error (start-up failures land here)."""
+        return self.log_dir / "console.log"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where HOTLINE_RECORD=<name> calls are recorded, as <name>.wav."""
+        return self.host_path(SPOOL_DIR + "/monitor")
+
+    @property
+    def build_log(self) -> Path:
+        return self.root.with_name(self.root.name + ".debootstrap.log")
+
+    # --- The root
+
+    def ensure_root(self) -> None:
+        """Build the Debian sid root with Asterisk unless a complete one is there."""
+        with self._lock():
+            self._ensure_root_locked()
+
+    def _ensure_root_locked(self) -> None:
+        marker = self.root / COMPLETE_MARKER
+        if marker.exists():
+            missing = set(PACKAGES) - set(json.loads(marker.read_text())["packages"])
+            if missing:
+                self._add_packages(sorted(missing))
+            return
+        if self.root.exists():
+            raise SandboxError(
+                f"{self.root} exists but is not a finished sandbox root (no {COMPLETE_MARKER});"
+                " remove it or set IVR_ASTERISK_ROOT elsewhere")
+        self._ensure_debootstrap()
+        partial = self.root.with_name(self.root.name + ".partial")
+        if partial.exists():
+            self._remove_partial(partial)
+        partial.mkdir(parents=True)
+        (partial / BUILDING_MARKER).touch()
+        command = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                   SUITE, str(partial)]
+        if self.mirror:
+            command.append(self.mirror)
+        print(f"sandbox: building the Asterisk root in {self.root} (about a minute);"
+              f" log: {self.build_log}", file=sys.stderr)
+        with open(self.build_log, "wb") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise SandboxError(f"debootstrap failed ({result.returncode}); see {self.build_log}")
+        (partial / BUILDING_MARKER).unlink()
+        (partial / COMPLETE_MARKER).write_text(json.dumps(
+            {"suite": SUITE, "packages": list(PACKAGES), "built": time.time()}) + "\n")
+        partial.rename(self.root)
+
+    def _add_packages(self, packages: list[str]) -> None:
+        """Bring an older cached root up to PACKAGES."""
+        with open(self.build_log, "ab") as log:
+            for command in (["apt-get", "update"],
+                            ["apt-get", "install", "-y", "--no-install-recommends", *packages]):
+                result = subprocess.run(["chroot", str(self.root), *command], stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=self._chroot_env())
+                if result.returncode != 0:
+                    raise SandboxError(f"adding {packages} failed; see {self.build_log}")
+        marker = self.root / COMPLETE_MARKER
+        info = json.loads(marker.read_text())
+        info["packages"] = sorted(set(info["packages"]) | set(packages))
+        marker.write_text(json.dumps(info) + "\n")
+
+    @staticmethod
+    def _ensure_debootstrap() -> None:
+        if shutil.which("debootstrap"):
+            return
+        install = ["apt-get", "install", "-y", "debootstrap"]
+        if subprocess.run(install, stdin=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update"], stdin=subprocess.DEVNULL, check=True)
+            subprocess.run(install, stdin=subprocess.DEVNULL, check=True)
+
+    @staticmethod
+    def _remove_partial(partial: Path) -> None:
+        """Delete an interrupted build: unmount what debootstrap left mounted (/proc, /sys)
+        first, and delete only a tree this module started."""
+        if any(partial.iterdir()) and not (partial / BUILDING_MARKER).exists():
+            raise SandboxError(f"{partial} is not a root this sandbox was building; remove it")
+        prefix = str(partial.resolve()) + "/"
+        with open("/proc/self/mountinfo") as mounts:
+            points = [line.split()[4] for line in mounts]
+        for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(partial)], check=True)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """One sandbox operation at a time per root (parallel test workers)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.with_name(self.root.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # --- Configuration and sounds
+
+    def values(self) -> dict[str, str]:
+        """The @IVR_...@ values substituted into the .conf files."""
+        modules = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
+        if not modules:
+            raise SandboxError(f"no Asterisk modules directory in {self.root}")
+        return {
+            "IVR_CONFIG_DIR": CONFIG_DIR,
+            "IVR_MODULES_DIR": "/" + str(modules[0].relative_to(self.root)),
+            "IVR_DATA_DIR": DATA_DIR,
+            "IVR_DB_DIR": DB_DIR,
+            "IVR_SPOOL_DIR": SPOOL_DIR,
+            "IVR_LOG_DIR": LOG_DIR,
+            "IVR_RUN_DIR": RUN_DIR,
+            "IVR_CACHE_DIR": CACHE_DIR,
+            "IVR_AGI_ADDRESS": self.agi_address,
+            "IVR_SIP_ADDRESS": self.sip_address,
+            "IVR_AMI_PORT": str(self.ami_port),
+            "IVR_AMI_SECRET": self.ami_secret,
+            "IVR_AGENT_PASSWORD": self.agent_password,
+        }
+
+    def render(self, text: str, values: dict[str, str], name: str = "") -> str:
+        def substitute(match: re.Match) -> str:
+            if match.group(1) not in values:
+                raise SandboxError(f"{name}: unknown template value @{match.group(1)}@")
+            return values[match.group(1)]
+        return TOKEN.sub(substitute, text)
+
+    def install_config(self) -> set[str]:
+        """Render dialplan/*.conf into the root's config dir; return the names that changed
+        (added, modified or removed)."""
+        values = self.values()
+        target = self.host_path(CONFIG_DIR)
+        target.mkdir(parents=True, exist_ok=True)
+        for inside in (DB_DIR, SPOOL_DIR + "/monitor", SPOOL_DIR + "/tmp", LOG_DIR, RUN_DIR,
+                       CACHE_DIR):
+            self.host_path(inside).mkdir(parents=True, exist_ok=True)
+        changed = set()
+        wanted = {}
+        for source in sorted(SOURCE_DIR.glob("*.conf")):
+            wanted[source.name] = self.render(source.read_text(), values, source.name)
+        for name, text in wanted.items():
+            path = target / name
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                changed.add(name)
+        for stale in target.glob("*.conf"):
+            if stale.name not in wanted:
+                stale.unlink()
+                changed.add(stale.name)
+        return changed
+
+    def install_sounds(self) -> int:
+        """Mirror the caller's prompt tree (<sounds_dir>/<language>/...) into the root's
+        sounds, beside the stock ones; files installed earlier and gone from the source
+        are removed. Without a sounds_dir, what is installed stays. Returns the number of
+        files copied."""
+        if self.sounds_dir is None:
+            return 0
+        if not self.sounds_dir.is_dir():
+            raise SandboxError(f"sounds directory {self.sounds_dir} does not exist")
+        record = self.host_path(DB_DIR + "/installed-sounds.txt")
+        before = set(record.read_text().split("\n")) - {""} if record.exists() else set()
+        now: set[str] = set()
+        copied = 0
+        for source in sorted(self.sounds_dir.rglob("*")):
+            relative = source.relative_to(self.sounds_dir)
+            if (len(relative.parts) < 2 or not source.is_file()
+                    or source.suffix not in SOUND_SUFFIXES):
+                continue
+            now.add(str(relative))
+            target = self._inside(SOUNDS_DIR + "/" + str(relative))
+            stat = source.stat()
+            if target.exists() and (target.stat().st_size, int(target.stat().st_mtime)) \
+                    == (stat.st_size, int(stat.st_mtime)):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            copied += 1
+        for gone in before - now:
+            with contextlib.suppress(FileNotFoundError):
+                self._inside(SOUNDS_DIR + "/" + gone).unlink()
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("".join(line + "\n" for line in sorted(now)))
+        return copied
+
+    def _inside(self, inside: str) -> Path:
+        """Host path of a path inside the root, following symbolic links the way the
+        chroot would (sounds/en is a link to /etc/alternatives/...), never out of it."""
+        path = self.root
+        parts = list(Path(inside.lstrip("/")).parts)
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            candidate = path / part
+            if candidate.is_symlink():
+                hops += 1
+                if hops > 40:
+                    raise SandboxError(f"too many symbolic links in {inside}")
+                link = os.readlink(candidate)
+                if link.startswith("/"):
+                    path = self.root
+                parts = list(Path(link.lstrip("/")).parts) + parts
+            elif part == "..":
+                path = path.parent if path != self.root else path
+            else:
+                path = candidate
+        return path
+
+    # --- The process
+
+    def _chroot_env(self) -> dict[str, str]:
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+                "DEBIAN_FRONTEND": "noninteractive"}
+
+    def _asterisk(self, *args: str) -> list[str]:
+        return ["chroot", str(self.root), "asterisk", "-C", CONFIG_DIR + "/asterisk.conf", *args]
+
+    def pid(self) -> int | None:
+        """The running Asterisk's pid (from its own pid file), or None."""
+        try:
+            pid = int(self.host_path(RUN_DIR + "/asterisk.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)
+            alive = fields[1].split()[0] not in ("Z", "X") and "(asterisk" in fields[0]
+            if alive and os.path.realpath(f"/proc/{pid}/root") == str(self.root.resolve()):
+                return pid
+        except (FileNotFoundError, PermissionError, IndexError):
+            pass
+        return None
+
+    def status(self) -> str:
+        """Return "up" when Asterisk runs in this root and answers its control socket."""
+        if self.pid() is None:
+            return "down"
+        try:
+            self.cli("core show uptime seconds", timeout=5)
+        except SandboxError:
+            return "down"
+        return "up"
+
+    def up(self, timeout: float = 60.0) -> None:
+        """Start Asterisk (building the root first if needed) and wait until it is fully
+        booted. When it already runs: refresh config and sounds, reload what changed
+        (restart when asterisk.conf or modules.conf changed), else do nothing."""
+        with self._lock():
+            self._ensure_root_locked()
+            changed = self.install_config()
+            self.install_sounds()
+            if self.pid() is not None:
+                if changed & RESTART_CONFIGS:
+                    self._stop()
+                elif changed:
+                    self.cli("core reload")
+                    return
+                else:
+                    self._wait_booted(time.monotonic() + timeout)
+                    return
+            self._start(timeout)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.down()
+        self.up(timeout)
+
+    def _check_ports_free(self) -> None:
+        """Refuse to start beside another Asterisk (another root, or a system one): it
+        would start without AMI and SIP, and tests would talk to the other one."""
+        host, _, port = self.sip_address.rpartition(":")
+        for kind, address in ((socket.SOCK_STREAM, ("127.0.0.1", self.ami_port)),
+                              (socket.SOCK_DGRAM, (host, int(port)))):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as error:
+                    raise SandboxError(f"{address[0]}:{address[1]} is in use ({error.strerror});"
+                                       " is another Asterisk running?") from None
+
+    def _start(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self._check_ports_free()
+        self.host_path(RUN_DIR + "/asterisk.ctl").unlink(missing_ok=True)
+        with open(self.console_log, "ab") as console:
+            console.write(f"--- sandbox start {time.strftime('%F %T')}\n".encode())
+            console.flush()
+            # -f: stay in the foreground (this process is Asterisk; pid file in RUN_DIR);
+            # its own session, so it outlives the command that started it.
+            self._process = subprocess.Popen(
+                self._asterisk("-f", "-n"), stdin=subprocess.DEVNULL, stdout=console,
+                stderr=subprocess.STDOUT, start_new_session=True, env=self._chroot_env())
+        self._wait_booted(deadline)
+
+    def _wait_booted(self, deadline: float) -> None:
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise SandboxError(f"Asterisk exited ({self._process.returncode}) while starting;"
+                                   f" see {self.console_log}:\n{self._tail(self.console_log)}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxError(f"Asterisk did not boot in time; see {self.console_log}")
+            if self.host_path(RUN_DIR + "/asterisk.ctl").exists():
+                with contextlib.suppress(SandboxError):
+                    self.cli("core waitfullybooted", timeout=remaining)
+                    return
+            time.sleep(0.05)
+
+    def down(self, timeout: float = 20.0) -> None:
+        """Stop Asterisk: "core stop now", then SIGTERM, then SIGKILL. No-op when down."""
+        with self._lock():
+            self._stop(timeout)
+
+    def _stop(self, timeout: float = 20.0) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(SandboxError):
+            self.cli("core stop now", timeout=timeout / 2)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            end = time.monotonic() + timeout / 2
+            while time.monotonic() < end:
+                if self._process is not None:
+                    self._process.poll()
+                if self.pid() is None:
+                    self._process = None
+                    return
+                time.sleep(0.05)
+        raise SandboxError(f"Asterisk (pid {pid}) would not stop")
+
+    def cli(self, command: str, timeout: float = 30.0) -> str:
+        """Run one CLI command in the running Asterisk (asterisk -rx) and return its output."""
+        try:
+            result = subprocess.run(self._asterisk("-rx", command), capture_output=True,
+                                    text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                    env=self._chroot_env())
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"CLI command {command!r} timed out") from None
+        output = result.stdout + result.stderr
+        if result.returncode != 0 or output.startswith("Unable to connect"):
+            raise SandboxError(f"CLI command {command!r} failed: {output.strip()}")
+        return result.stdout
+
+    def log_reports(self, tag: str | None = None) -> list[dict[str, str]]:
+        """The dialplan's "HOTLINE <event> key=value ..." lines from the full log, oldest
+        first, as dicts with an "event" key; only those of one test call when tag is given.
+        For calls placed without AMI (e.g. "channel originate" from the CLI)."""
+        reports = []
+        with contextlib.suppress(FileNotFoundError), open(self.full_log, errors="replace") as log:
+            for line in log:
+                _, found, report = line.rstrip("\n").partition("app_verbose.c: HOTLINE ")
+                if not found:
+                    continue
+                event, *pairs = report.split(" ")
+                fields = dict(pair.partition("=")[::2] for pair in pairs)
+                if tag is None or fields.get("tag") == tag:
+                    reports.append({"event": event, **fields})
+        return reports
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 20) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    # --- Test calls over AMI
+
+    async def originate_local_async(
+            self, exten: str = "1500400", context: str = "hotline",
+            caller_context: str = "caller", *, keys: str = "", wait: float = 2,
+            gap_ms: int = 250, hold: float = 30, record: str | None = None,
+            caller_id: str = "", variables: dict[str, str] | None = None,
+            timeout: float = 120) -> CallReport:
+        """Place a call Local/<exten>@<context> whose other half runs <caller_context>: it
+        waits ``wait`` s, sends ``keys`` with SendDTMF (w/W pause 0.5/1 s), stays ``hold`` s
+        and hangs up. Returns when the hotline channel has hung up (its IvrHangup event)
+        with the dialplan's report events. ``record`` names a recording
+        (recordings_dir/<record>.wav). Run it from the event loop that serves the AGI."""
+        tag = uuid.uuid4().hex
+        report = CallReport(tag)
+        call_vars = {"HOTLINE_TAG": tag, "CALLER_KEYS": keys, "CALLER_WAIT": str(wait),
+                     "CALLER_GAP": str(gap_ms), "CALLER_HOLD": str(hold)}
+        if record:
+            call_vars["HOTLINE_RECORD"] = record
+        call_vars.update(variables or {})
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self.ami_port), 5)
+        try:
+            async with asyncio.timeout(timeout):
+                await reader.readline()  # "Asterisk Call Manager/..."
+                await _ami_send(writer, {"Action": "Login", "Username": "sandbox",
+                                         "Secret": self.ami_secret, "ActionID": "login"})
+                originate = [("Action", "Originate"), ("ActionID", tag),
+                             ("Channel", f"Local/{exten}@{context}"),
+                             ("Context", caller_context), ("Exten", "s"), ("Priority", "1"),
+                             ("Async", "true"), ("Timeout", "30000")]
+                if caller_id:
+                    originate.append(("CallerID", caller_id))
+                originate += [("Variable", f"{k}={v}") for k, v in call_vars.items()]
+                sent_originate = False
+                while True:
+                    message = await _ami_read(reader)
+                    if message.get("ActionID") == "login" and "Response" in message:
+                        if message["Response"] != "Success":
+                            raise SandboxError(f"AMI login failed: {message}")
+                        await _ami_send(writer, originate)
+                        sent_originate = True
+                    elif message.get("ActionID") == tag and message.get("Response") == "Error":
+                        raise SandboxError(f"AMI Originate refused: {message}")
+                    elif (message.get("Event") == "OriginateResponse"
+                          and message.get("ActionID") == tag
+                          and message.get("Response") != "Success"):
+                        raise SandboxError(f"the call was not placed: {message}")
+                    elif message.get("Event") == "UserEvent" and message.get("Tag") == tag:
+                        name = message.get("UserEvent")
+                        if name == "IvrRoute":
+                            report.route = message
+                        elif name == "IvrAgent":
+                            report.agents.append(message)
+                        elif name == "IvrHangup" and sent_originate:
+                            report.hangup = message
+                            return report
+        except TimeoutError:
+            raise SandboxError(f"call {tag} did not end within {timeout} s") from None
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    def originate_local(self, *args, **kwargs) -> CallReport:
+        """Blocking originate_local_async, for use outside an event loop."""
+        return asyncio.run(self.originate_local_async(*args, **kwargs))
+
+
+async def _ami_send(writer: asyncio.StreamWriter, message) -> None:
+    items = message.items() if isinstance(message, dict) else message
+    writer.write("".join(f"{k}: {v}\r\n" for k, v in items).encode() + b"\r\n")
+    await writer.drain()
+
+
+async def _ami_read(reader: asyncio.StreamReader) -> dict[str, str]:
+    """One AMI message: "Key: value" lines up to an empty line (the first of a repeated
+    key wins)."""
+    message: dict[str, str] = {}
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise SandboxError("AMI connection closed")
+        line = line.decode(errors="replace").rstrip("\r\n")
+        if not line:
+            if message:
+                return message
+            continue
+        key, _, value = line.partition(":")
+        message.setdefault(key.strip(), value.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sandbox.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", help="the Asterisk root (IVR_ASTERISK_ROOT)")
+    parser.add_argument("--sounds", help="prompt tree <dir>/id/bpjs/... (IVR_SOUNDS_DIR)")
+    parser.add_argument("--agi", help="FastAGI host:port (IVR_AGI_ADDRESS)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start Asterisk (idempotent)")
+    commands.add_parser("down", help="stop Asterisk")
+    commands.add_parser("restart", help="stop, then start")
+    commands.add_parser("status", help='print "up" or "down"')
+    cli = commands.add_parser("cli", help="run one CLI command")
+    cli.add_argument("cli_command")
+    call = commands.add_parser("originate", help="place a Local-channel test call")
+    call.add_argument("--exten", default="1500400")
+    call.add_argument("--context", default="hotline")
+    call.add_argument("--keys", default="", help="SendDTMF string, w/W = 0.5/1 s pause")
+    call.add_argument("--wait", type=float, default=2)
+    call.add_argument("--hold", type=float, default=30)
+    call.add_argument("--record", help="record the call as <recordings>/<NAME>.wav")
+    call.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args(argv)
+
+    sandbox = Sandbox(args.root, sounds_dir=args.sounds, agi_address=args.agi)
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            sandbox.up()
+            print(f"up ({time.monotonic() - started:.1f} s); logs: {sandbox.log_dir}")
+        elif args.command == "down":
+            sandbox.down()
+            print("down")
+        elif args.command == "restart":
+            sandbox.restart()
+            print("up")
+        elif args.command == "status":
+            state = sandbox.status()
+            print(state)
+            return 0 if state == "up" else 3
+        elif args.command == "cli":
+            print(sandbox.cli(args.cli_command), end="")
+        elif args.command == "originate":
+            report = sandbox.originate_local(
+                args.exten, args.context, keys=args.keys, wait=args.wait, hold=args.hold,
+                record=args.record, timeout=args.timeout)
+            print(json.dumps({"tag": report.tag, "route": report.route,
+                              "hangup": report.hangup, "agents": report.agents}, indent=2))
+    except SandboxError as error:
+        print(f"sandbox: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
