@@ -1,0 +1,98 @@
+"""The IVR's client of the membership service (``../shared/spec/membership-api.md``).
+
+One pooled aiohttp session serves every call; ``lookup`` is safe to run thousands of times
+concurrently. Identifiers (card numbers, NIKs) are personal data: they go into the request
+path and nowhere else, not into exception messages, tracebacks or log lines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import aiohttp
+
+from .model import MembershipUnavailable, Participant, parse_participant
+
+log = logging.getLogger(__name__)
+
+# A cap on sockets to the service rather than none: at the limit a lookup waits for a free
+# connection (bounded by the connect timeout) instead of exhausting the file descriptors the
+# FastAGI sockets need too. Keep-alive makes a few dozen connections carry thousands of
+# lookups per second.
+POOL_LIMIT = 1000
+KEEPALIVE_SECONDS = 15.0
+
+
+class MembershipClient:
+    def __init__(self, base_url: str, token: str = "", connect_timeout: float = 1.0,
+                 total_timeout: float = 3.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._open()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> "MembershipClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=0,
+                                             keepalive_timeout=KEEPALIVE_SECONDS,
+                                             ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers,
+                                                  timeout=self._timeout)
+        return self._session
+
+    async def lookup(self, identifier: str, request_id: str) -> Participant | None:
+        """The participant with this card number (13 digits) or NIK (16 digits); None when
+        the service answers 404. Raise ``MembershipUnavailable`` on any other outcome."""
+        if not (identifier.isascii() and identifier.isdigit() and len(identifier) in (13, 16)):
+            raise ValueError("an identifier is 13 or 16 digits")
+        url = f"{self.base_url}/v1/participants/{identifier}"
+        # Failures are turned into reasons here and raised outside the ``except`` blocks, so
+        # that no aiohttp exception (whose text holds the URL, hence the identifier) is
+        # chained to what the caller sees.
+        reason = None
+        try:
+            async with self._open().get(url, headers={"X-Request-ID": request_id},
+                                        allow_redirects=False) as response:
+                status, content_type = response.status, response.content_type
+                raw = await response.read()  # read in full, so the connection is reused
+        except TimeoutError:
+            reason = "timeout"
+        except aiohttp.ClientError as exc:
+            reason = f"connection failed ({type(exc).__name__})"
+        if reason is None:
+            if status == 404:
+                return None
+            if status != 200:
+                reason = f"HTTP status {status}"
+            elif content_type != "application/json":
+                reason = "the body is not JSON"
+            else:
+                try:
+                    participant = parse_participant(json.loads(raw))
+                except (ValueError, RecursionError) as exc:
+                    # parse_participant's messages hold no personal data, json's only
+                    # positions
+                    reason = f"the body breaks the contract ({exc})"
+        if reason is None and identifier not in (participant.card_number, participant.nik):
+            reason = "the answer is about another participant"
+        if reason is not None:
+            log.warning("membership lookup failed (request %s): %s", request_id, reason)
+            raise MembershipUnavailable(reason)
+        return participant
