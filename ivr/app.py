@@ -1,0 +1,175 @@
+"""The hotline application: the services a call needs, their lifecycle, and the FastAGI
+route handler that runs one call from its header block to its call record."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import AsyncIterator
+
+from prompts import Catalog, load_catalog
+
+from .agi.channel import AgiCall
+from .agi.server import AgiServer
+from .agi.session import AgiSession, SessionClosed
+from .call import CallerHungUp
+from .config import Settings
+from .dialog import Dialog
+from .hotline import CallState, FlowSettings, Hotline
+from .lockout import LockoutStore
+from .membership.client import MembershipClient
+from .names import INHERITED, Outcome, Var
+from .privacy import mask_caller
+from .records import CallRecord, RecordWriter, now_iso
+
+log = logging.getLogger(__name__)
+
+ROUTE = "hotline"
+# Time allowed for leaving the channel variables once the call is over.
+FINISH_SECONDS = 5.0
+
+
+def prompt_durations(settings: Settings) -> dict[str, int]:
+    """Prompt lengths in ms from the rendering manifest (empty before prompts are rendered)."""
+    try:
+        from prompts.render import load_durations
+    except ImportError:
+        return {}
+    return load_durations(settings.sounds_dir)
+
+
+class HotlineApp:
+    def __init__(self, settings: Settings, membership: MembershipClient, lockout: LockoutStore,
+                 records: RecordWriter, catalog: Catalog | None = None,
+                 durations: dict[str, int] | None = None) -> None:
+        self.settings = settings
+        self.membership = membership
+        self.lockout = lockout
+        self.records = records
+        self.catalog = catalog or load_catalog()
+        self.durations = durations or {}
+        self.flow_settings = FlowSettings(lookup_timeout=settings.lookup_timeout,
+                                          hold_prompt_after=settings.hold_prompt_after,
+                                          announcement=settings.announcement)
+        if settings.announcement and settings.announcement not in self.catalog:
+            raise ValueError(f"IVR_ANNOUNCEMENT={settings.announcement!r} is not a prompt id")
+
+    async def handle(self, session: AgiSession) -> None:
+        """The ``hotline`` route: one call, always ending in variables and a record."""
+        headers = session.headers
+        call_id = headers.get("agi_uniqueid") or f"ivr-{uuid.uuid4()}"
+        caller = headers.get("agi_callerid", "unknown")
+        record = CallRecord(call_id=call_id, caller=mask_caller(caller),
+                            channel=headers.get("agi_channel", ""),
+                            extension=headers.get("agi_extension", ""))
+        call = AgiCall(session)
+        dialog = Dialog(call, self.catalog, menu_timeout=self.settings.menu_timeout,
+                        first_digit_timeout=self.settings.first_digit_timeout,
+                        inter_digit_timeout=self.settings.inter_digit_timeout)
+        dialog.durations = self.durations
+        hotline = Hotline(dialog, self.membership, self.lockout, call_id=call_id,
+                          caller=caller, settings=self.flow_settings)
+        state = hotline.state
+        try:
+            await call.answer()
+            if headers.get("agi_language") != "id":
+                await call.set_variable("CHANNEL(language)", "id")
+            await hotline.run()
+        except CallerHungUp:
+            state.outcome = Outcome.ABANDONED
+        except SessionClosed as exc:
+            state.outcome = Outcome.ABANDONED if session.hung_up else Outcome.ERROR
+            log.info("call %s: session ended: %s", call_id, exc)
+        except Exception:
+            state.outcome = Outcome.ERROR
+            log.exception("call %s failed", call_id)
+        finally:
+            if state.outcome is None:  # cancelled: shutdown or the maximum call duration
+                state.outcome = Outcome.ERROR
+            await self._leave_variables(call, session, state, call_id)
+            self._write_record(record, state, dialog, call)
+
+    async def _leave_variables(self, call: AgiCall, session: AgiSession, state: CallState,
+                               call_id: str) -> None:
+        if session.closed:
+            return
+        verified = bool(state.verified_card)
+        values = {
+            Var.OUTCOME: state.outcome.value,
+            Var.TRANSFER_REASON: state.transfer_reason.value if state.transfer_reason else "",
+            Var.VERIFIED: "1" if verified else "0",
+            Var.CARD: state.verified_card,
+            Var.MEMBER_STATUS: state.member_status if verified else "",
+            Var.CALL_ID: call_id,
+        }
+        try:
+            async with asyncio.timeout(FINISH_SECONDS):
+                for name, value in values.items():
+                    await call.set_variable(INHERITED + name, value)
+        except Exception as exc:  # a stuck or broken peer: the record still gets written
+            log.warning("call %s: could not leave channel variables: %s", call_id,
+                        type(exc).__name__)
+
+    def _write_record(self, record: CallRecord, state: CallState, dialog: Dialog,
+                      call: AgiCall) -> None:
+        record.ended_at = now_iso()
+        record.outcome = state.outcome.value
+        record.transfer_reason = state.transfer_reason.value if state.transfer_reason else None
+        record.verified = bool(state.verified_card)
+        record.member_status = state.member_status or None
+        record.menu_keys = dialog.menu_keys
+        record.membership_latency_ms = state.membership_latency_ms
+        record.membership_lookups = state.membership_lookups
+        record.time_to_status_ms = state.time_to_status_ms if self.durations else None
+        record.missing_prompts = call.missing_sounds
+        record.transcript = dialog.transcript
+        self.records.write(record)
+
+
+@contextlib.asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
+    """Everything a call needs, opened in order and closed in reverse: the embedded
+    membership service (when no URL is configured), its client, the lockout store and the
+    call-record writer."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.uses_embedded_membership:
+            from .membership.reference import run_reference_service
+            runner = await run_reference_service(
+                settings.embedded_membership_host, settings.embedded_membership_port,
+                settings.membership_db, settings.membership_token)
+            stack.push_async_callback(runner.cleanup)
+            log.info("embedded reference membership service at %s",
+                     settings.effective_membership_url)
+        membership = MembershipClient(settings.effective_membership_url,
+                                      settings.membership_token,
+                                      connect_timeout=settings.membership_connect_timeout,
+                                      total_timeout=settings.lookup_timeout)
+        await membership.start()
+        stack.push_async_callback(membership.close)
+        lockout = LockoutStore(settings.state_db,
+                               identifier_limit=settings.lockout_identifier_failures,
+                               caller_limit=settings.lockout_caller_failures,
+                               window_hours=settings.lockout_window_hours,
+                               salt=settings.lockout_salt)
+        await lockout.open()
+        stack.push_async_callback(lockout.close)
+        records = RecordWriter(settings.call_records)
+        stack.callback(records.close)
+        yield HotlineApp(settings, membership, lockout, records,
+                         durations=prompt_durations(settings))
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings, *, reuse_port: bool = False
+                         ) -> AsyncIterator[tuple[AgiServer, HotlineApp]]:
+    async with running_services(settings) as app:
+        server = AgiServer({ROUTE: app.handle}, header_timeout=settings.header_timeout,
+                           header_max_bytes=settings.header_max_bytes,
+                           reply_timeout=settings.reply_timeout,
+                           max_call_seconds=settings.max_call_seconds)
+        await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
+        try:
+            yield server, app
+        finally:
+            await server.close()

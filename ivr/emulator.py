@@ -1,0 +1,269 @@
+"""An Asterisk 22 emulator for FastAGI, with a caller on the line.
+
+It connects to a FastAGI server as Asterisk does, sends the header block of a real call and
+answers commands as Asterisk 22 answers them (``../shared/notes/asterisk.md``): a missing
+sound is ``200 result=-1 endpos=0``; a key that interrupts a playback is its ASCII code; a
+caller who hangs up makes the playback in progress end with ``result=-1``, then ``HANGUP``
+comes before the next reply, and input commands get ``511`` while ``SET VARIABLE`` still works.
+
+It serves ``ivr call`` (a person at a terminal), the protocol tests and the load benchmark.
+It is a stand-in for fast tests, not for the real Asterisk the integration tests also use.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol
+
+from prompts import Catalog, load_catalog
+
+HANG_UP = "hang up"
+DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
+USAGE = ("520-Invalid command syntax.  Proper usage follows:\n"
+         "Usage: see 'agi show commands'\n"
+         "520 End of proper usage.")
+
+_ids = itertools.count(1)
+
+
+class Caller(Protocol):
+    """The person on the line: what they do while a prompt plays and when the IVR waits."""
+    def on_prompt(self, sound: str, interruptible: bool) -> str | None: ...
+    def on_wait(self) -> str | None | Awaitable[str | None]: ...
+
+
+class ScriptedCaller:
+    """Types groups of keys, one group each time the IVR asks for input.
+
+    ``"1 0001234567890# 1 17081990"``: a group starts when the IVR waits for a key after
+    having played something new; when a group is used up the caller stays silent until the
+    IVR asks again (so ``0001234567890`` without ``#`` ends with a pause). ``_`` is a round
+    of silence, ``h`` hangs up during the next prompt (or wait). With ``barge_in`` the
+    caller starts each group while the question is still playing.
+    """
+
+    def __init__(self, keys: str, *, barge_in: bool = False) -> None:
+        self.groups = keys.split()
+        self.barge_in = barge_in
+        self._current = ""
+        self._asked = True   # the IVR played something since the last group began
+
+    def _take(self) -> str | None:
+        """Start the next group, if the IVR has asked; its first action."""
+        if not self._asked or not self.groups:
+            return None
+        self._asked = False
+        group = self.groups.pop(0)
+        if group.lower() == "h":
+            return HANG_UP
+        if group == "_":
+            return None
+        self._current = group[1:]
+        return group[0]
+
+    def _next(self) -> str | None:
+        if self._current:
+            key, self._current = self._current[0], self._current[1:]
+            return key
+        return self._take()
+
+    def on_prompt(self, sound: str, interruptible: bool) -> str | None:
+        self._asked = True
+        if self.groups and self.groups[0].lower() == "h" and not self._current:
+            return self._take()
+        if self.barge_in and interruptible:
+            return self._next()
+        return None
+
+    def on_wait(self) -> str | None:
+        return self._next()
+
+
+@dataclass
+class EmulatedCall:
+    """What happened on one emulated call."""
+    call_id: str
+    headers: dict[str, str]
+    sounds: list[str] = field(default_factory=list)        # every STREAM FILE, in order
+    commands: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    hung_up: bool = False
+    keys_sent: str = ""
+    ended: str = ""          # how the session ended: "server closed", "limit", ...
+
+    def texts(self, catalog: Catalog | None = None) -> list[str]:
+        catalog = catalog or load_catalog()
+        out = []
+        for sound in self.sounds:
+            prompt_id = catalog.prompt_id(sound)
+            out.append(catalog.text(prompt_id) if prompt_id in catalog else f"[{sound}]")
+        return out
+
+
+def asterisk_headers(call_id: str, *, caller: str, script: str = "hotline",
+                     host: str = "127.0.0.1", port: int = 4573, extension: str = "1500400",
+                     language: str = "id") -> dict[str, str]:
+    """The header block Asterisk 22.10.1 sends (observed), for one call."""
+    return {
+        "agi_network": "yes",
+        "agi_network_script": script,
+        "agi_request": f"agi://{host}:{port}/{script}",
+        "agi_channel": f"PJSIP/caller-{call_id.replace('.', '')[-8:]:0>8}",
+        "agi_language": language,
+        "agi_type": "PJSIP",
+        "agi_uniqueid": call_id,
+        "agi_version": "22.10.1+dfsg+~cs6.17.60671434-1",
+        "agi_callerid": caller,
+        "agi_calleridname": "unknown",
+        "agi_callingpres": "0",
+        "agi_callingani2": "0",
+        "agi_callington": "0",
+        "agi_callingtns": "0",
+        "agi_dnid": extension,
+        "agi_rdnis": "unknown",
+        "agi_context": "hotline",
+        "agi_extension": extension,
+        "agi_priority": "3",
+        "agi_enhanced": "0.0",
+        "agi_accountcode": "",
+        "agi_threadid": "139747600955072",
+    }
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    return "".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n"
+
+
+def new_call_id() -> str:
+    return f"{time.time():.0f}.{next(_ids)}"
+
+
+class AsteriskEmulator:
+    def __init__(self, host: str, port: int, caller: Caller, *, caller_id: str = "081234567890",
+                 language: str = "id", call_id: str | None = None,
+                 missing: Callable[[str], bool] | None = None,
+                 max_commands: int = 5000, timeout: float = 60.0) -> None:
+        self.host, self.port = host, port
+        self.caller = caller
+        self.call = EmulatedCall(call_id or new_call_id(), {})
+        self.call.headers = asterisk_headers(self.call.call_id, caller=caller_id, host=host,
+                                             port=port, language=language)
+        self.missing = missing or (lambda sound: False)
+        self.max_commands = max_commands
+        self.timeout = timeout
+        self._hangup_line_due = False
+
+    async def run(self) -> EmulatedCall:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(encode_headers(self.call.headers))
+            async with asyncio.timeout(self.timeout):
+                await self._serve(reader, writer)
+        except TimeoutError:
+            self.call.ended = "emulator timeout"
+        finally:
+            writer.close()
+        return self.call
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while len(self.call.commands) < self.max_commands:
+            line = await reader.readline()
+            if not line:
+                self.call.ended = "server closed"
+                return
+            command = line.decode().rstrip("\n")
+            self.call.commands.append(command)
+            reply = await self.answer(command)
+            if self._hangup_line_due:
+                reply, self._hangup_line_due = "HANGUP\n" + reply, False
+            writer.write(reply.encode() + b"\n")
+            await writer.drain()
+        self.call.ended = "command limit"
+
+    def _hang_up(self) -> None:
+        self.call.hung_up = True
+        self._hangup_line_due = True
+
+    async def answer(self, command: str) -> str:
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            return USAGE
+        verb = " ".join(words[:3]).upper()
+        for known, handler in self._commands():
+            if verb.startswith(known):
+                args = words[len(known.split()):]
+                try:
+                    return await handler(args)
+                except (IndexError, ValueError):
+                    return USAGE
+        return "510 Invalid or unknown command"
+
+    def _commands(self):
+        return (("STREAM FILE", self._stream_file), ("WAIT FOR DIGIT", self._wait_for_digit),
+                ("SET VARIABLE", self._set_variable), ("GET VARIABLE", self._get_variable),
+                ("CHANNEL STATUS", self._channel_status), ("ANSWER", self._answer),
+                ("VERBOSE", self._always_one), ("NOOP", self._noop))
+
+    async def _stream_file(self, args: list[str]) -> str:
+        sound, escapes = args[0], args[1]
+        if self.call.hung_up:
+            return DEAD
+        if self.missing(sound):
+            return "200 result=-1 endpos=0"
+        self.call.sounds.append(sound)
+        action = self.caller.on_prompt(sound, bool(escapes))
+        if action == HANG_UP:
+            self._hang_up()
+            return "200 result=-1 endpos=1760"
+        key = action if action is not None and action in escapes else None
+        if key is not None:
+            self.call.keys_sent += key
+        return f"200 result={ord(key) if key else 0} endpos={800 if key else 16000}"
+
+    async def _wait_for_digit(self, args: list[str]) -> str:
+        int(args[0])
+        if self.call.hung_up:
+            return "200 result=-1"
+        action = self.caller.on_wait()
+        if inspect.isawaitable(action):
+            action = await action
+        if action == HANG_UP:
+            self._hang_up()
+            return "200 result=-1"
+        if action is None:
+            return "200 result=0"
+        self.call.keys_sent += action
+        return f"200 result={ord(action)}"
+
+    async def _set_variable(self, args: list[str]) -> str:
+        name, value = args[0], args[1]
+        self.call.variables[name.lstrip("_")] = value
+        return "200 result=1"
+
+    async def _get_variable(self, args: list[str]) -> str:
+        value = self.call.variables.get(args[0])
+        return "200 result=0" if value is None else f"200 result=1 ({value})"
+
+    async def _channel_status(self, args: list[str]) -> str:
+        return DEAD if self.call.hung_up else "200 result=6"
+
+    async def _answer(self, args: list[str]) -> str:
+        return DEAD if self.call.hung_up else "200 result=0"
+
+    async def _always_one(self, args: list[str]) -> str:
+        return "200 result=1"
+
+    async def _noop(self, args: list[str]) -> str:
+        return "200 result=0"
+
+
+async def place_call(host: str, port: int, keys: str, **kwargs) -> EmulatedCall:
+    """One scripted call: ``await place_call("127.0.0.1", 4573, "1 0001234567890# 1 17081990")``."""
+    barge_in = kwargs.pop("barge_in", False)
+    return await AsteriskEmulator(host, port, ScriptedCaller(keys, barge_in=barge_in),
+                                  **kwargs).run()

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real reference membership service in its own process, a hotline
+server on an ephemeral port, and one folder where every log line and call record written
+during the suite ends up (``test_zz_privacy`` reads them all)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ivr.config import Settings
+from ivr.privacy import configure_logging
+
+# Everything the suite writes that could hold personal data lands here.
+EVIDENCE = Path(tempfile.mkdtemp(prefix="ivr-test-evidence-"))
+os.environ["IVR_TEST_EVIDENCE"] = str(EVIDENCE)
+_log_stream = open(EVIDENCE / "suite.log", "a", encoding="utf-8")
+configure_logging("DEBUG", stream=_log_stream)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def reference_service(token: str = ""):
+    """``ivr membership`` as a separate process on loopback; yields its base URL."""
+    port = free_port()
+    log = open(EVIDENCE / f"membership-{port}.log", "wb")
+    command = [sys.executable, "-m", "ivr.cli", "membership", "--host", "127.0.0.1",
+               "--port", str(port), "--db", str(EVIDENCE / f"membership-{port}.sqlite3")]
+    if token:
+        command += ["--token", token]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def membership_url():
+    with reference_service() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(membership_url, tmp_path) -> Settings:
+    return Settings.from_env({}, agi_host="127.0.0.1", agi_port=0,
+                             membership_url=membership_url,
+                             call_records=str(EVIDENCE / f"calls-{tmp_path.name}.jsonl"),
+                             state_db=str(tmp_path / "state.sqlite3"),
+                             sounds_dir=str(tmp_path / "no-sounds"),
+                             lockout_salt="test-salt", hold_prompt_after=0.5)
+
+
+@pytest.fixture
+async def hotline(settings):
+    """A running hotline server; yields (server, app)."""
+    from ivr.app import running_server
+    async with running_server(settings) as running:
+        yield running
