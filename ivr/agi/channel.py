@@ -39,7 +39,7 @@ class AgiCall:
 
     async def answer(self) -> None:
         """Answer (a no-op when the dialplan already did), so that the channel is up."""
-        await self._input("ANSWER", expect_seconds=5)
+        await self._input("ANSWER", expect_seconds=0)
 
     async def play(self, sounds: Sequence[str], barge_in: bool) -> str | None:
         escapes = ALL_KEYS if barge_in else ""

@@ -82,7 +82,10 @@ class AgiSession:
         except TimeoutError:
             self.closed = True
             raise SessionClosed("no reply within the stuck-peer limit") from None
-        except (SessionClosed, ProtocolError, ConnectionError):
+        except ConnectionError:
+            self.closed = True
+            raise SessionClosed("connection lost") from None
+        except (SessionClosed, ProtocolError):
             self.closed = True
             raise
 
