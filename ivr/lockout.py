@@ -5,6 +5,7 @@ comes from configuration, or is made once and kept in the store itself.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -33,6 +34,7 @@ class LockoutStore:
         self._salt = salt.encode()
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
+        self._write = asyncio.Lock()
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -40,12 +42,11 @@ class LockoutStore:
         self._db = await aiosqlite.connect(self.path)
         await self._db.executescript(_SCHEMA)
         if not self._salt:
-            async with self._db.execute("SELECT value FROM meta WHERE key = 'salt'") as cur:
-                row = await cur.fetchone()
-            if row is None:
-                row = (secrets.token_hex(32),)
-                await self._db.execute("INSERT INTO meta VALUES ('salt', ?)", row)
-            self._salt = row[0].encode()
+            rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = 'salt'")
+            if not rows:
+                rows = [(secrets.token_hex(32),)]
+                await self._db.execute("INSERT INTO meta VALUES ('salt', ?)", rows[0])
+            self._salt = rows[0][0].encode()
         await self._db.commit()
 
     async def close(self) -> None:
@@ -63,20 +64,20 @@ class LockoutStore:
         return hmac.new(self._salt, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
     async def is_locked(self, identifier: str, caller: str) -> bool:
-        since = self._clock() - self.window
-        for subject, limit in self._subjects(identifier, caller):
-            async with self._db.execute(
-                    "SELECT COUNT(*) FROM failures WHERE subject = ? AND at > ?",
-                    (subject, since)) as cur:
-                (count,) = await cur.fetchone()
-            if count >= limit:
-                return True
-        return False
+        subjects = dict(self._subjects(identifier, caller))
+        marks = ",".join("?" * len(subjects))
+        # One statement, fetched whole: no cursor stays open while other calls use the
+        # connection (interleaved cursors on one connection fail under load).
+        rows = await self._db.execute_fetchall(
+            f"SELECT subject, COUNT(*) FROM failures WHERE subject IN ({marks}) AND at > ? "
+            "GROUP BY subject", (*subjects, self._clock() - self.window))
+        return any(count >= subjects[subject] for subject, count in rows)
 
     async def record_failure(self, identifier: str, caller: str) -> None:
         now = self._clock()
-        await self._db.executemany(
-            "INSERT INTO failures VALUES (?, ?)",
-            [(subject, now) for subject, _ in self._subjects(identifier, caller)])
-        await self._db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
-        await self._db.commit()
+        async with self._write:
+            await self._db.executemany(
+                "INSERT INTO failures VALUES (?, ?)",
+                [(subject, now) for subject, _ in self._subjects(identifier, caller)])
+            await self._db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+            await self._db.commit()
