@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from prompts import Catalog, load_catalog
 
 from .agi.channel import AgiCall
+from .agi.codec import ProtocolError
 from .agi.server import AgiServer
 from .agi.session import AgiSession, SessionClosed
 from .call import CallerHungUp
@@ -81,6 +82,9 @@ class HotlineApp:
         except SessionClosed as exc:
             state.outcome = Outcome.ABANDONED if session.hung_up else Outcome.ERROR
             log.info("call %s: session ended: %s", call_id, exc)
+        except ProtocolError as exc:
+            state.outcome = Outcome.ERROR
+            log.warning("call %s: the FastAGI peer broke the protocol: %s", call_id, exc)
         except Exception:
             state.outcome = Outcome.ERROR
             log.exception("call %s failed", call_id)
