@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
-import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -66,7 +66,10 @@ class RecordWriter:
         self._queue.put(record.to_json() + "\n")
 
     def _run(self) -> None:
-        out = sys.stdout if self.path == "-" else open(self.path, "a", encoding="utf-8")
+        # One os.write per batch on an O_APPEND descriptor: several worker processes can
+        # share one file without interleaving their lines.
+        fd = 1 if self.path == "-" else os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                                 0o640)
         try:
             while True:
                 lines = [self._queue.get()]
@@ -74,9 +77,10 @@ class RecordWriter:
                     lines.append(self._queue.get())
                 stop = lines[-1] is _STOP
                 batch = [line for line in lines if line is not _STOP]
+                data = "".join(batch).encode()
                 try:
-                    out.write("".join(batch))
-                    out.flush()
+                    while data:
+                        data = data[os.write(fd, data):]
                 except OSError:
                     log.exception("could not write %d call records", len(batch))
                 with self._idle:
@@ -85,8 +89,8 @@ class RecordWriter:
                 if stop:
                     return
         finally:
-            if out is not sys.stdout:
-                out.close()
+            if fd != 1:
+                os.close(fd)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every queued record is written (for tests and shutdown)."""
