@@ -406,7 +406,7 @@ async def test_time_to_status_counts_prompt_durations_until_the_first_status(run
 
 
 def test_every_prompt_the_flow_names_is_in_the_catalog():
-    assert {p.value for p in P} <= set(CATALOG.prompts)
+    assert {p.value for p in P} <= set(CATALOG.texts)
 
 
 def test_every_catalog_prompt_has_a_use():
