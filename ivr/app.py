@@ -129,6 +129,8 @@ class HotlineApp:
         record.missing_prompts = call.missing_sounds
         record.transcript = dialog.transcript
         self.records.write(record)
+        log.info("call %s ended: %s %s verified=%d lookups=%d", record.call_id, record.outcome,
+                 record.transfer_reason or "-", record.verified, record.membership_lookups)
 
 
 @contextlib.asynccontextmanager
