@@ -6,15 +6,22 @@ reused), installs the ``*.conf`` files beside this module into it with their ``@
 values filled in, copies the project's rendered prompts into its sounds, and runs
 Asterisk in it with ``chroot`` (which shares the host's network: Asterisk reaches a
 FastAGI server on 127.0.0.1 and sipp on the host reaches Asterisk on 127.0.0.1).
-Needs root.
+Needs root. The container image (dialplan/docker/Dockerfile) runs the same steps: the
+same packages, this module's ``install``, the same asterisk command line.
 
-Command line (stdlib only)::
+Command line (stdlib only; ``ivr asterisk ...`` is the same with the IVR's settings)::
 
     python3 dialplan/sandbox.py [--sounds DIR] [--agi HOST:PORT] up   # idempotent
     python3 dialplan/sandbox.py status              # prints "up" or "down"
     python3 dialplan/sandbox.py cli "core show channels"
     python3 dialplan/sandbox.py originate --keys 1W0001234567890# [--exten 165] ...
     python3 dialplan/sandbox.py down
+    python3 dialplan/sandbox.py --root / install [asterisk ...]   # the container's start:
+                                    # config and sounds only, then exec the command
+
+Several instances can run in one root (``--name``): each has its own config, state, logs
+and ports and shares the packages and the sounds (the tests run "test" beside a
+developer's default instance).
 
 Library::
 
@@ -24,9 +31,12 @@ Library::
     report = await sandbox.originate_local_async(keys="1W0001234567890#")
     report.route["Outcome"], report.hangup["AgiStatus"]
 
+Test calls use AMI through panoramisk (the project's AMI client), imported only then.
+
 Environment: ``IVR_ASTERISK_ROOT`` (default /var/cache/bpjs-ivr/asterisk-root),
 ``IVR_AGI_ADDRESS`` (127.0.0.1:4573), ``IVR_SOUNDS_DIR`` (prompts: <dir>/id/bpjs/<id>.sln),
-``IVR_SIP_ADDRESS`` (127.0.0.1:5060), ``IVR_AMI_PORT`` (5038), ``IVR_AMI_SECRET``,
+``IVR_SIP_ADDRESS`` (127.0.0.1:5060), ``IVR_SIP_CALLERS`` (who is the test caller:
+127.0.0.1), ``IVR_RTP_PORTS`` (10000-20000), ``IVR_AMI_PORT`` (5038), ``IVR_AMI_SECRET``,
 ``IVR_AGENT_PASSWORD``, ``IVR_DEBIAN_MIRROR`` (debootstrap's default when unset).
 """
 from __future__ import annotations
@@ -35,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -47,6 +58,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SOURCE_DIR = Path(__file__).resolve().parent
 DEFAULT_ROOT = "/var/cache/bpjs-ivr/asterisk-root"
@@ -58,15 +70,12 @@ COMPLETE_MARKER = ".bpjs-ivr-root.json"
 # Written first into a root being built, so only our own half-built trees are deleted.
 BUILDING_MARKER = ".bpjs-ivr-building"
 
-# Paths inside the root (as Asterisk sees them).
-CONFIG_DIR = "/etc/bpjs-ivr"
+# Paths inside the root (as Asterisk sees them). Packages, stock sounds and the prompts are
+# shared by every instance in a root; each instance has its own Layout (config, state,
+# logs, control socket) and its own ports.
 DATA_DIR = "/usr/share/asterisk"
 SOUNDS_DIR = DATA_DIR + "/sounds"
-DB_DIR = "/var/lib/bpjs-ivr"
-SPOOL_DIR = "/var/spool/bpjs-ivr"
-LOG_DIR = "/var/log/bpjs-ivr"
-RUN_DIR = "/run/bpjs-ivr"
-CACHE_DIR = "/var/cache/bpjs-ivr"
+INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 # Configuration whose change needs a restart, not a reload.
 RESTART_CONFIGS = {"asterisk.conf", "modules.conf"}
 # The caller's prompt tree keeps only these (Asterisk sound formats).
@@ -74,6 +83,37 @@ SOUND_SUFFIXES = {".sln", ".sln16", ".sln24", ".sln32", ".sln48", ".wav", ".gsm"
                   ".ulaw", ".alaw", ".g722"}
 
 TOKEN = re.compile(r"@(IVR_[A-Z_]+)@")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one Asterisk instance keeps its own things, inside the root."""
+    config: str
+    db: str
+    spool: str
+    log: str
+    run: str
+    cache: str
+
+    @classmethod
+    def named(cls, name: str = "") -> "Layout":
+        """The default instance ("") uses /etc/bpjs-ivr etc.; "test" uses /etc/bpjs-ivr-test."""
+        if name and not INSTANCE_NAME.fullmatch(name):
+            raise SandboxError(f"instance name {name!r}: use lower-case letters, digits and -")
+        s = f"-{name}" if name else ""
+        return cls(config=f"/etc/bpjs-ivr{s}", db=f"/var/lib/bpjs-ivr{s}",
+                   spool=f"/var/spool/bpjs-ivr{s}", log=f"/var/log/bpjs-ivr{s}",
+                   run=f"/run/bpjs-ivr{s}", cache=f"/var/cache/bpjs-ivr{s}")
+
+
+def asterisk_command(layout: Layout, *args: str) -> list[str]:
+    """The asterisk command line of an instance (inside the root, or in the container)."""
+    return ["asterisk", "-C", layout.config + "/asterisk.conf", *args]
+
+
+# Asterisk in the foreground (its process is the service; pid file in the run dir), with no
+# colours in its console output. The container runs the same.
+FOREGROUND = ("-f", "-n")
 
 
 class SandboxError(RuntimeError):
@@ -88,6 +128,7 @@ class CallReport:
     route: dict[str, str] | None = None      # IvrRoute: after AGI() returned
     hangup: dict[str, str] | None = None     # IvrHangup: the hotline channel hung up
     agents: list[dict[str, str]] = field(default_factory=list)  # IvrAgent: per agent leg
+    caller_channel: str = ""                 # the caller half, e.g. Local/...;1
 
     @property
     def final(self) -> dict[str, str]:
@@ -97,17 +138,24 @@ class CallReport:
 
 class Sandbox:
     def __init__(self, root: str | os.PathLike | None = None, *,
+                 name: str = "",
                  sounds_dir: str | os.PathLike | None = None,
                  agi_address: str | None = None,
                  sip_address: str | None = None,
                  ami_port: int | None = None,
                  ami_secret: str | None = None,
                  agent_password: str | None = None,
+                 sip_callers: str | None = None,
+                 rtp_ports: str | None = None,
                  mirror: str | None = None,
                  env: dict[str, str] | None = None):
-        """Arguments left out are read from ``env`` (default ``os.environ``)."""
+        """Arguments left out are read from ``env`` (default ``os.environ``). ``name``
+        picks an instance: several can run in one root, each with its own config, state,
+        logs and ports (the tests run "test" beside a developer's default one)."""
         env = os.environ if env is None else env
         self.root = Path(root or env.get("IVR_ASTERISK_ROOT") or DEFAULT_ROOT).absolute()
+        self.name = name
+        self.layout = Layout.named(name)
         sounds = sounds_dir or env.get("IVR_SOUNDS_DIR")
         self.sounds_dir = Path(sounds).absolute() if sounds else None
         self.agi_address = agi_address or env.get("IVR_AGI_ADDRESS") or "127.0.0.1:4573"
@@ -116,6 +164,10 @@ class Sandbox:
         self.ami_secret = ami_secret or env.get("IVR_AMI_SECRET") or "bpjs-sandbox"
         self.agent_password = (agent_password or env.get("IVR_AGENT_PASSWORD")
                                or "agent-sandbox")
+        # Who may call in as the test caller (pjsip.conf identify "match"): loopback for
+        # the sandbox, any address in a container (Docker's NAT hides the caller's).
+        self.sip_callers = sip_callers or env.get("IVR_SIP_CALLERS") or "127.0.0.1"
+        self.rtp_ports = rtp_ports or env.get("IVR_RTP_PORTS") or "10000-20000"
         self.mirror = mirror or env.get("IVR_DEBIAN_MIRROR") or None
         self._process: subprocess.Popen | None = None
 
@@ -127,7 +179,7 @@ class Sandbox:
 
     @property
     def log_dir(self) -> Path:
-        return self.host_path(LOG_DIR)
+        return self.host_path(self.layout.log)
 
     @property
     def full_log(self) -> Path:
@@ -142,7 +194,7 @@ class Sandbox:
     @property
     def recordings_dir(self) -> Path:
         """Where HOTLINE_RECORD=<name> calls are recorded, as <name>.wav."""
-        return self.host_path(SPOOL_DIR + "/monitor")
+        return self.host_path(self.layout.spool + "/monitor")
 
     @property
     def build_log(self) -> Path:
@@ -240,17 +292,23 @@ class Sandbox:
         modules = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
         if not modules:
             raise SandboxError(f"no Asterisk modules directory in {self.root}")
+        rtp_start, _, rtp_end = self.rtp_ports.partition("-")
+        if not (rtp_start.isdigit() and rtp_end.isdigit() and int(rtp_start) < int(rtp_end)):
+            raise SandboxError(f"RTP ports {self.rtp_ports!r}: expected FIRST-LAST")
         return {
-            "IVR_CONFIG_DIR": CONFIG_DIR,
+            "IVR_CONFIG_DIR": self.layout.config,
             "IVR_MODULES_DIR": "/" + str(modules[0].relative_to(self.root)),
             "IVR_DATA_DIR": DATA_DIR,
-            "IVR_DB_DIR": DB_DIR,
-            "IVR_SPOOL_DIR": SPOOL_DIR,
-            "IVR_LOG_DIR": LOG_DIR,
-            "IVR_RUN_DIR": RUN_DIR,
-            "IVR_CACHE_DIR": CACHE_DIR,
+            "IVR_DB_DIR": self.layout.db,
+            "IVR_SPOOL_DIR": self.layout.spool,
+            "IVR_LOG_DIR": self.layout.log,
+            "IVR_RUN_DIR": self.layout.run,
+            "IVR_CACHE_DIR": self.layout.cache,
             "IVR_AGI_ADDRESS": self.agi_address,
             "IVR_SIP_ADDRESS": self.sip_address,
+            "IVR_SIP_CALLERS": self.sip_callers,
+            "IVR_RTP_START": rtp_start,
+            "IVR_RTP_END": rtp_end,
             "IVR_AMI_PORT": str(self.ami_port),
             "IVR_AMI_SECRET": self.ami_secret,
             "IVR_AGENT_PASSWORD": self.agent_password,
@@ -267,10 +325,11 @@ class Sandbox:
         """Render dialplan/*.conf into the root's config dir; return the names that changed
         (added, modified or removed)."""
         values = self.values()
-        target = self.host_path(CONFIG_DIR)
+        target = self.host_path(self.layout.config)
         target.mkdir(parents=True, exist_ok=True)
-        for inside in (DB_DIR, SPOOL_DIR + "/monitor", SPOOL_DIR + "/tmp", LOG_DIR, RUN_DIR,
-                       CACHE_DIR):
+        layout = self.layout
+        for inside in (layout.db, layout.spool + "/monitor", layout.spool + "/tmp", layout.log,
+                       layout.run, layout.cache):
             self.host_path(inside).mkdir(parents=True, exist_ok=True)
         changed = set()
         wanted = {}
@@ -296,7 +355,7 @@ class Sandbox:
             return 0
         if not self.sounds_dir.is_dir():
             raise SandboxError(f"sounds directory {self.sounds_dir} does not exist")
-        record = self.host_path(DB_DIR + "/installed-sounds.txt")
+        record = self.host_path(self.layout.db + "/installed-sounds.txt")
         before = set(record.read_text().split("\n")) - {""} if record.exists() else set()
         now: set[str] = set()
         copied = 0
@@ -351,12 +410,12 @@ class Sandbox:
                 "DEBIAN_FRONTEND": "noninteractive"}
 
     def _asterisk(self, *args: str) -> list[str]:
-        return ["chroot", str(self.root), "asterisk", "-C", CONFIG_DIR + "/asterisk.conf", *args]
+        return ["chroot", str(self.root), *asterisk_command(self.layout, *args)]
 
     def pid(self) -> int | None:
         """The running Asterisk's pid (from its own pid file), or None."""
         try:
-            pid = int(self.host_path(RUN_DIR + "/asterisk.pid").read_text().strip())
+            pid = int(self.host_path(self.layout.run + "/asterisk.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
         try:
@@ -419,14 +478,14 @@ class Sandbox:
     def _start(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         self._check_ports_free()
-        self.host_path(RUN_DIR + "/asterisk.ctl").unlink(missing_ok=True)
+        self.host_path(self.layout.run + "/asterisk.ctl").unlink(missing_ok=True)
         with open(self.console_log, "ab") as console:
             console.write(f"--- sandbox start {time.strftime('%F %T')}\n".encode())
             console.flush()
-            # -f: stay in the foreground (this process is Asterisk; pid file in RUN_DIR);
+            # -f: stay in the foreground (this process is Asterisk; pid file in its run dir);
             # its own session, so it outlives the command that started it.
             self._process = subprocess.Popen(
-                self._asterisk("-f", "-n"), stdin=subprocess.DEVNULL, stdout=console,
+                self._asterisk(*FOREGROUND), stdin=subprocess.DEVNULL, stdout=console,
                 stderr=subprocess.STDOUT, start_new_session=True, env=self._chroot_env())
         self._wait_booted(deadline)
 
@@ -438,7 +497,7 @@ class Sandbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SandboxError(f"Asterisk did not boot in time; see {self.console_log}")
-            if self.host_path(RUN_DIR + "/asterisk.ctl").exists():
+            if self.host_path(self.layout.run + "/asterisk.ctl").exists():
                 with contextlib.suppress(SandboxError):
                     self.cli("core waitfullybooted", timeout=remaining)
                     return
@@ -504,19 +563,46 @@ class Sandbox:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    # --- Test calls over AMI
+    # --- Test calls over AMI (panoramisk)
+
+    @contextlib.asynccontextmanager
+    async def ami(self, events: str = "call,user", timeout: float = 5.0):
+        """A logged-in AMI connection as the "sandbox" user (manager.conf) receiving
+        ``events`` (classes), for the event loop that is running: a panoramisk Manager
+        that fails instead of reconnecting."""
+        manager = _one_shot_manager()(loop=asyncio.get_running_loop(), host="127.0.0.1",
+                                      port=self.ami_port, username="sandbox",
+                                      secret=self.ami_secret, events=events)
+        try:
+            manager.connect()
+            try:
+                async with asyncio.timeout(timeout):
+                    await manager.ready
+            except TimeoutError:
+                raise SandboxError(f"no AMI login on 127.0.0.1:{self.ami_port} within "
+                                   f"{timeout} s") from None
+            yield manager
+        finally:
+            manager.close()
 
     async def originate_local_async(
             self, exten: str = "1500400", context: str = "hotline",
             caller_context: str = "caller", *, keys: str = "", wait: float = 2,
             gap_ms: int = 250, hold: float = 30, record: str | None = None,
             caller_id: str = "", variables: dict[str, str] | None = None,
+            live_keys: asyncio.Queue | None = None,
+            on_agi_command: Callable[[str], None] | None = None,
             timeout: float = 120) -> CallReport:
         """Place a call Local/<exten>@<context> whose other half runs <caller_context>: it
-        waits ``wait`` s, sends ``keys`` with SendDTMF (w/W pause 0.5/1 s), stays ``hold`` s
-        and hangs up. Returns when the hotline channel has hung up (its IvrHangup event)
-        with the dialplan's report events. ``record`` names a recording
-        (recordings_dir/<record>.wav). Run it from the event loop that serves the AGI."""
+        waits ``wait`` s, sends ``keys`` one by one, ``gap_ms`` apart (w/W pause 0.5/1 s),
+        stays ``hold`` s and hangs up. Keys put into ``live_keys`` while the call runs are
+        pressed at once (AMI PlayDTMF on the caller half; None hangs up), and
+        ``on_agi_command`` sees each FastAGI command the call runs. Returns when the
+        hotline channel has hung up (its IvrHangup event) with the dialplan's report
+        events. ``record`` names a recording (recordings_dir/<record>.wav); ``variables``
+        are set on the call (``IVR_AGI=host:port`` sends it to another FastAGI server than
+        the configured one: a channel variable shadows the dialplan's global). Run it from
+        the event loop that serves the AGI."""
         tag = uuid.uuid4().hex
         report = CallReport(tag)
         call_vars = {"HOTLINE_TAG": tag, "CALLER_KEYS": keys, "CALLER_WAIT": str(wait),
@@ -524,76 +610,169 @@ class Sandbox:
         if record:
             call_vars["HOTLINE_RECORD"] = record
         call_vars.update(variables or {})
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", self.ami_port), 5)
-        try:
-            async with asyncio.timeout(timeout):
-                await reader.readline()  # "Asterisk Call Manager/..."
-                await _ami_send(writer, {"Action": "Login", "Username": "sandbox",
-                                         "Secret": self.ami_secret, "ActionID": "login"})
-                originate = [("Action", "Originate"), ("ActionID", tag),
-                             ("Channel", f"Local/{exten}@{context}"),
-                             ("Context", caller_context), ("Exten", "s"), ("Priority", "1"),
-                             ("Async", "true"), ("Timeout", "30000")]
-                if caller_id:
-                    originate.append(("CallerID", caller_id))
-                originate += [("Variable", f"{k}={v}") for k, v in call_vars.items()]
-                sent_originate = False
-                while True:
-                    message = await _ami_read(reader)
-                    if message.get("ActionID") == "login" and "Response" in message:
-                        if message["Response"] != "Success":
-                            raise SandboxError(f"AMI login failed: {message}")
-                        await _ami_send(writer, originate)
-                        sent_originate = True
-                    elif message.get("ActionID") == tag and message.get("Response") == "Error":
-                        raise SandboxError(f"AMI Originate refused: {message}")
-                    elif (message.get("Event") == "OriginateResponse"
-                          and message.get("ActionID") == tag
-                          and message.get("Response") != "Success"):
-                        raise SandboxError(f"the call was not placed: {message}")
-                    elif message.get("Event") == "UserEvent" and message.get("Tag") == tag:
-                        name = message.get("UserEvent")
-                        if name == "IvrRoute":
-                            report.route = message
-                        elif name == "IvrAgent":
-                            report.agents.append(message)
-                        elif name == "IvrHangup" and sent_originate:
-                            report.hangup = message
-                            return report
-        except TimeoutError:
-            raise SandboxError(f"call {tag} did not end within {timeout} s") from None
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        hung_up = asyncio.get_running_loop().create_future()
+        # The hotline half is <caller half>;2, known once the call is placed; AGI commands
+        # seen before that wait here.
+        agi_seen: list[tuple[str, str]] = []
+
+        def on_agi_event(manager, event) -> None:
+            agi_seen.append((event.get("Channel", ""), event.get("Command", "")))
+            pass_agi_commands()
+
+        def pass_agi_commands() -> None:
+            if report.caller_channel:
+                hotline_half = report.caller_channel[:-1] + "2"
+                for channel, command in agi_seen:
+                    if channel == hotline_half:
+                        on_agi_command(command)
+                agi_seen.clear()
+
+        def on_user_event(manager, event) -> None:
+            if event.get("Tag") != tag:
+                return
+            fields = event_fields(event)
+            name = fields.get("UserEvent")
+            if name == "IvrRoute":
+                report.route = fields
+            elif name == "IvrAgent":
+                report.agents.append(fields)
+            elif name == "IvrHangup":
+                report.hangup = fields
+                if not hung_up.done():
+                    hung_up.set_result(None)
+
+        originate = {"Action": "Originate", "Channel": f"Local/{exten}@{context}",
+                     "Context": caller_context, "Exten": "s", "Priority": "1",
+                     "Async": "true", "Timeout": "30000",
+                     "Variable": [f"{k}={v}" for k, v in call_vars.items()]}
+        if caller_id:
+            originate["CallerID"] = caller_id
+        events = "call,user,agi" if on_agi_command else "call,user"
+        async with self.ami(events) as manager:
+            manager.register_event("UserEvent", on_user_event)
+            if on_agi_command:
+                manager.register_event("AGIExecStart", on_agi_event)
+            presser = None
+            try:
+                async with asyncio.timeout(timeout):
+                    replies = await manager.send_action(originate)
+                    replies = replies if isinstance(replies, list) else [replies]
+                    placed = next((r for r in replies
+                                   if r.get("Event") == "OriginateResponse"), None)
+                    if placed is None or placed.get("Response") != "Success":
+                        raise SandboxError("the call was not placed: "
+                                           f"{[event_fields(r) for r in replies]}")
+                    report.caller_channel = placed.get("Channel", "")
+                    if on_agi_command:
+                        pass_agi_commands()
+                    if live_keys is not None:
+                        presser = asyncio.create_task(
+                            _press_keys(manager, report.caller_channel, live_keys))
+                    lost = asyncio.ensure_future(manager.lost.wait())
+                    try:
+                        await asyncio.wait({hung_up, lost},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        lost.cancel()
+                    if not hung_up.done():
+                        raise SandboxError(f"AMI connection lost during call {tag}")
+                    return report
+            except TimeoutError:
+                raise SandboxError(f"call {tag} did not end within {timeout} s") from None
+            finally:
+                if presser is not None:
+                    presser.cancel()
+                if report.caller_channel and not hung_up.done() and not manager.lost.is_set():
+                    # The call outlived whoever placed it (time limit, Ctrl-C): end it.
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(2):
+                            await manager.send_action({"Action": "Hangup",
+                                                       "Channel": report.caller_channel})
 
     def originate_local(self, *args, **kwargs) -> CallReport:
         """Blocking originate_local_async, for use outside an event loop."""
         return asyncio.run(self.originate_local_async(*args, **kwargs))
 
 
-async def _ami_send(writer: asyncio.StreamWriter, message) -> None:
-    items = message.items() if isinstance(message, dict) else message
-    writer.write("".join(f"{k}: {v}\r\n" for k, v in items).encode() + b"\r\n")
-    await writer.drain()
+def event_fields(message) -> dict[str, str]:
+    """A panoramisk Message as a plain dict. A field whose value is empty comes back
+    missing when it ends the message (panoramisk strips the message, then drops a
+    "Key:" line without ": "), so the report's fields default to ""."""
+    fields = {key: value for key, value in message.items() if key != "content"}
+    for key in REPORT_FIELDS:
+        fields.setdefault(key, "")
+    return fields
 
 
-async def _ami_read(reader: asyncio.StreamReader) -> dict[str, str]:
-    """One AMI message: "Key: value" lines up to an empty line (the first of a repeated
-    key wins)."""
-    message: dict[str, str] = {}
+# The fields of the dialplan's report events ([hotline-report] in extensions.conf).
+REPORT_FIELDS = ("Dialed", "Tag", "AgiStatus", "Outcome", "TransferReason", "Verified",
+                 "MemberStatus", "CallId", "Route", "QueueStatus", "HangupCause")
+
+
+async def _press_keys(manager, channel: str, keys: asyncio.Queue) -> None:
+    """Press each key taken from ``keys`` on ``channel`` (AMI PlayDTMF)."""
     while True:
-        line = await reader.readline()
-        if not line:
-            raise SandboxError("AMI connection closed")
-        line = line.decode(errors="replace").rstrip("\r\n")
-        if not line:
-            if message:
-                return message
-            continue
-        key, _, value = line.partition(":")
-        message.setdefault(key.strip(), value.strip())
+        key = await keys.get()
+        if key is None:
+            await manager.send_action({"Action": "Hangup", "Channel": channel})
+            return
+        # "Async: false": panoramisk 1.4 reads the "DTMF successfully queued" reply as the
+        # start of an asynchronous action's list and fails (KeyError 'async') without it.
+        reply = await manager.send_action({"Action": "PlayDTMF", "Channel": channel,
+                                           "Digit": key, "Duration": "100",
+                                           "Async": "false"})
+        if reply.get("Response") != "Success":
+            return  # the caller's channel is gone
+
+
+@functools.cache
+def _one_shot_manager():
+    """panoramisk's Manager for one test call or command (imported here: the rest of this
+    module is stdlib only, for the container's install step)."""
+    try:
+        from panoramisk import Manager
+    except ImportError:  # pragma: no cover - a project dependency
+        raise SandboxError("test calls need panoramisk (the project's AMI client)") from None
+
+    class OneShotManager(Manager):
+        """``ready`` resolves once logged in, or fails (unreachable, wrong secret); a lost
+        connection sets ``lost`` instead of reconnecting every two seconds for as long as
+        the loop runs."""
+
+        def __init__(self, **config) -> None:
+            super().__init__(ping_delay=3600, **config)
+            self.ready = self.loop.create_future()
+            self.lost = asyncio.Event()
+
+        def _fail(self, error: Exception) -> None:
+            if not self.ready.done():
+                self.ready.set_exception(error)
+
+        def connection_made(self, f) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self._fail(SandboxError(f"cannot reach AMI on {self.config['host']}:"
+                                        f"{self.config['port']}: {f.exception()}"))
+                self.lost.set()
+                return
+            super().connection_made(f)
+
+        def login(self, future) -> bool:
+            try:
+                ok = super().login(future)
+            except Exception as error:
+                self._fail(SandboxError(f"AMI login failed: {error!r}"))
+                return False
+            if ok and not self.ready.done():
+                self.ready.set_result(None)
+            self._fail(SandboxError(f"AMI login refused: {future.result()!r}"))
+            return ok
+
+        def connection_lost(self, exc) -> None:
+            self._connected = False
+            self._fail(SandboxError("AMI connection lost"))
+            self.lost.set()
+
+    return OneShotManager
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -601,8 +780,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="the Asterisk root (IVR_ASTERISK_ROOT)")
     parser.add_argument("--sounds", help="prompt tree <dir>/id/bpjs/... (IVR_SOUNDS_DIR)")
     parser.add_argument("--agi", help="FastAGI host:port (IVR_AGI_ADDRESS)")
+    parser.add_argument("--name", default="", help="instance name (default: the default one)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start Asterisk (idempotent)")
+    install = commands.add_parser("install", help="only install config and sounds into the "
+                                                  "root (the container's start: --root /)")
+    install.add_argument("then", nargs=argparse.REMAINDER,
+                         help="a command to exec afterwards (the container: asterisk ...)")
     commands.add_parser("down", help="stop Asterisk")
     commands.add_parser("restart", help="stop, then start")
     commands.add_parser("status", help='print "up" or "down"')
@@ -613,14 +797,24 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--context", default="hotline")
     call.add_argument("--keys", default="", help="SendDTMF string, w/W = 0.5/1 s pause")
     call.add_argument("--wait", type=float, default=2)
+    call.add_argument("--gap", type=int, default=250, help="milliseconds between keys")
+    call.add_argument("--caller-id", default="")
     call.add_argument("--hold", type=float, default=30)
     call.add_argument("--record", help="record the call as <recordings>/<NAME>.wav")
     call.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
 
-    sandbox = Sandbox(args.root, sounds_dir=args.sounds, agi_address=args.agi)
     try:
-        if args.command == "up":
+        sandbox = Sandbox(args.root, name=args.name, sounds_dir=args.sounds,
+                          agi_address=args.agi)
+        if args.command == "install":
+            changed = sandbox.install_config()
+            copied = sandbox.install_sounds()
+            print(f"installed: {len(changed)} config files changed, {copied} sounds copied",
+                  flush=True)
+            if args.then:
+                os.execvp(args.then[0], args.then)
+        elif args.command == "up":
             started = time.monotonic()
             sandbox.up()
             print(f"up ({time.monotonic() - started:.1f} s); logs: {sandbox.log_dir}")
@@ -638,8 +832,9 @@ def main(argv: list[str] | None = None) -> int:
             print(sandbox.cli(args.cli_command), end="")
         elif args.command == "originate":
             report = sandbox.originate_local(
-                args.exten, args.context, keys=args.keys, wait=args.wait, hold=args.hold,
-                record=args.record, timeout=args.timeout)
+                args.exten, args.context, keys=args.keys, wait=args.wait, gap_ms=args.gap,
+                hold=args.hold, record=args.record, caller_id=args.caller_id,
+                timeout=args.timeout)
             print(json.dumps({"tag": report.tag, "route": report.route,
                               "hangup": report.hangup, "agents": report.agents}, indent=2))
     except SandboxError as error:
