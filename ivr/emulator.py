@@ -138,6 +138,20 @@ def encode_headers(headers: dict[str, str]) -> bytes:
     return "".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n"
 
 
+def split_command(command: str) -> list[str]:
+    """A command line's words as Asterisk's argument parser sees them. The common lines
+    (no quotes but a trailing ``""``) are split directly; anything else goes to ``shlex``."""
+    head, empty_last = command, command.endswith(' ""')
+    if empty_last:
+        head = command[:-3]
+    if '"' in head or "'" in head or "\\" in head:
+        return shlex.split(command)
+    words = head.split()
+    if empty_last:
+        words.append("")
+    return words
+
+
 def new_call_id() -> str:
     return f"{time.time():.0f}.{next(_ids)}"
 
@@ -156,6 +170,11 @@ class AsteriskEmulator:
         self.max_commands = max_commands
         self.timeout = timeout
         self._hangup_line_due = False
+        self._handlers = {
+            "STREAM FILE": self._stream_file, "WAIT FOR DIGIT": self._wait_for_digit,
+            "SET VARIABLE": self._set_variable, "GET VARIABLE": self._get_variable,
+            "CHANNEL STATUS": self._channel_status, "ANSWER": self._answer,
+            "VERBOSE": self._always_one, "NOOP": self._noop}
 
     async def run(self) -> EmulatedCall:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -175,41 +194,60 @@ class AsteriskEmulator:
             if not line:
                 self.call.ended = "server closed"
                 return
-            command = line.decode().rstrip("\n")
-            self.call.commands.append(command)
-            reply = await self.answer(command)
-            if self._hangup_line_due:
-                reply, self._hangup_line_due = "HANGUP\n" + reply, False
+            reply = self.reply_to(line.decode().rstrip("\n"))
+            if not isinstance(reply, str):
+                reply = await reply
             writer.write(reply.encode() + b"\n")
             await writer.drain()
         self.call.ended = "command limit"
+
+    def reply_to(self, command: str) -> str | Awaitable[str]:
+        """What Asterisk writes back for one command line (without the final newline): its
+        reply, after an unsolicited ``HANGUP`` line when the caller has just hung up.
+
+        No I/O here, so the load benchmark drives the same logic from its own protocol.
+        The answer is a string, or an awaitable only when the caller answers
+        asynchronously (a person at a terminal)."""
+        self.call.commands.append(command)
+        reply = self.respond(command)
+        if isinstance(reply, str):
+            return self._after_hangup_line(reply)
+        return self._later(reply)
+
+    async def _later(self, reply: Awaitable[str]) -> str:
+        return self._after_hangup_line(await reply)
+
+    def _after_hangup_line(self, reply: str) -> str:
+        if self._hangup_line_due:
+            self._hangup_line_due = False
+            return "HANGUP\n" + reply
+        return reply
 
     def _hang_up(self) -> None:
         self.call.hung_up = True
         self._hangup_line_due = True
 
     async def answer(self, command: str) -> str:
+        """The reply to one command, as ``respond`` gives it, awaited when need be."""
+        reply = self.respond(command)
+        return reply if isinstance(reply, str) else await reply
+
+    def respond(self, command: str) -> str | Awaitable[str]:
+        """The reply to one command (an awaitable only for an asynchronous caller)."""
         try:
-            words = shlex.split(command)
+            words = split_command(command)
         except ValueError:
             return USAGE
-        verb = " ".join(words[:3]).upper()
-        for known, handler in self._commands():
-            if verb.startswith(known):
-                args = words[len(known.split()):]
+        for length in (2, 3, 1):
+            handler = self._handlers.get(" ".join(words[:length]).upper())
+            if handler is not None:
                 try:
-                    return await handler(args)
+                    return handler(words[length:])
                 except (IndexError, ValueError):
                     return USAGE
         return "510 Invalid or unknown command"
 
-    def _commands(self):
-        return (("STREAM FILE", self._stream_file), ("WAIT FOR DIGIT", self._wait_for_digit),
-                ("SET VARIABLE", self._set_variable), ("GET VARIABLE", self._get_variable),
-                ("CHANNEL STATUS", self._channel_status), ("ANSWER", self._answer),
-                ("VERBOSE", self._always_one), ("NOOP", self._noop))
-
-    async def _stream_file(self, args: list[str]) -> str:
+    def _stream_file(self, args: list[str]) -> str:
         sound, escapes = args[0], args[1]
         if self.call.hung_up:
             return DEAD
@@ -225,13 +263,19 @@ class AsteriskEmulator:
             self.call.keys_sent += key
         return f"200 result={ord(key) if key else 0} endpos={800 if key else 16000}"
 
-    async def _wait_for_digit(self, args: list[str]) -> str:
+    def _wait_for_digit(self, args: list[str]) -> str | Awaitable[str]:
         int(args[0])
         if self.call.hung_up:
             return "200 result=-1"
         action = self.caller.on_wait()
         if inspect.isawaitable(action):
-            action = await action
+            return self._key_later(action)
+        return self._key_reply(action)
+
+    async def _key_later(self, action: Awaitable[str | None]) -> str:
+        return self._key_reply(await action)
+
+    def _key_reply(self, action: str | None) -> str:
         if action == HANG_UP:
             self._hang_up()
             return "200 result=-1"
@@ -240,25 +284,25 @@ class AsteriskEmulator:
         self.call.keys_sent += action
         return f"200 result={ord(action)}"
 
-    async def _set_variable(self, args: list[str]) -> str:
+    def _set_variable(self, args: list[str]) -> str:
         name, value = args[0], args[1]
         self.call.variables[name.lstrip("_")] = value
         return "200 result=1"
 
-    async def _get_variable(self, args: list[str]) -> str:
+    def _get_variable(self, args: list[str]) -> str:
         value = self.call.variables.get(args[0])
         return "200 result=0" if value is None else f"200 result=1 ({value})"
 
-    async def _channel_status(self, args: list[str]) -> str:
+    def _channel_status(self, args: list[str]) -> str:
         return DEAD if self.call.hung_up else "200 result=6"
 
-    async def _answer(self, args: list[str]) -> str:
+    def _answer(self, args: list[str]) -> str:
         return DEAD if self.call.hung_up else "200 result=0"
 
-    async def _always_one(self, args: list[str]) -> str:
+    def _always_one(self, args: list[str]) -> str:
         return "200 result=1"
 
-    async def _noop(self, args: list[str]) -> str:
+    def _noop(self, args: list[str]) -> str:
         return "200 result=0"
 
 

@@ -65,8 +65,11 @@ def parse_header_line(line: str) -> tuple[str, str] | None:
     return name, value[1:] if value.startswith(" ") else value
 
 
+_NEEDS_QUOTES = re.compile(r'[ \t"\\]')
+
+
 def _quote(arg: str) -> str:
-    if arg and not any(c in arg for c in ' \t"\\'):
+    if arg and _NEEDS_QUOTES.search(arg) is None:
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -101,6 +104,13 @@ class ReplyReader:
     def feed(self, line: str) -> Reply | str | None:
         if line == HANGUP:
             return HANGUP
+        if self._usage is None and line.startswith("200 result="):
+            # Most replies, without the regexes: "200 result=N" and "... endpos=M"
+            value, _, tail = line[11:].partition(" ")
+            if not tail:
+                return Reply(200, value, None, None, line[4:])
+            if tail.startswith("endpos=") and tail[7:].isdigit():
+                return Reply(200, value, None, int(tail[7:]), line[4:])
         if self._usage is not None:
             self._usage.append(line)
             if line.startswith("520 "):

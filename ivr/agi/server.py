@@ -7,6 +7,12 @@ block puts it out of step), does not notice a ``HANGUP`` that arrives before a r
 its route runner swallows every ``BaseException``, cancellation included. Guarding all of
 that from outside would leave little of it, so this package has its own small session
 layer (``codec`` + ``session``); panoramisk stays the project's AMI client.
+
+Each connection is an ``AgiProtocol``: it reads the header block itself (under a time and
+size limit, with no task yet), then starts the route handler's task and pushes reply lines
+straight into the call's session. asyncio streams would add a reader, a writer and a
+coroutine layer per line; at thousands of calls that is most of the cost of the server
+(``bench/RESULTS.md``).
 """
 from __future__ import annotations
 
@@ -15,15 +21,120 @@ import logging
 import socket
 from typing import Awaitable, Callable, Mapping
 
-from .codec import ProtocolError
-from .session import AgiSession, SessionClosed, read_headers
+from .codec import HeaderError, ProtocolError, parse_header_line
+from .session import AgiSession, LineBuffer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AgiSession], Awaitable[None]]
 
-# The StreamReader's line limit: no FastAGI line is anywhere near this long.
-LINE_LIMIT = 8192
+
+# One receive buffer for every connection of the process: asyncio calls ``get_buffer``,
+# ``recv_into`` and ``buffer_updated`` in a row, and the bytes are copied out at once. (A
+# plain ``Protocol`` makes asyncio allocate 256 KiB per read, which glibc may serve with
+# mmap/mremap/munmap: three system calls per AGI reply.) 256 KiB, as asyncio reads: a peer
+# dropped for a line without end has then most likely been read whole, and sees a clean
+# close rather than a reset.
+_RECEIVE = memoryview(bytearray(256 * 1024))
+
+
+class AgiProtocol(asyncio.BufferedProtocol):
+    """One FastAGI connection: its header block, then its session."""
+
+    __slots__ = ("server", "transport", "lines", "headers", "header_bytes", "session",
+                 "header_timer")
+
+    def __init__(self, server: "AgiServer") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.lines = LineBuffer()
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.session: AgiSession | None = None
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.server._connections.add(self)
+        self.header_timer = asyncio.get_running_loop().call_later(
+            self.server.header_timeout, self._reject, TimeoutError())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECEIVE
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_RECEIVE[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            lines = self.lines.feed(data)
+        except ProtocolError as exc:
+            self._broken(exc)
+            return
+        for line in lines:
+            if self.session is not None:
+                self.session.line_received(line)
+            elif self.header_timer is not None:
+                self._header_line(line)
+
+    def _header_line(self, line: str) -> None:
+        self.header_bytes += len(line) + 1
+        try:
+            if self.header_bytes > self.server.header_max_bytes:
+                raise HeaderError("header block too large")
+            item = parse_header_line(line)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        if item is not None:
+            self.headers[item[0]] = item[1]
+        else:
+            self._start_call()
+
+    def _start_call(self) -> None:
+        self.header_timer.cancel()
+        self.header_timer = None
+        server = self.server
+        route = self.headers.get("agi_network_script", "")
+        handler = server.routes.get(route)
+        if handler is None:
+            server.rejected += 1
+            log.warning("no route for FastAGI script %r", route[:64])
+            self.transport.close()
+            return
+        self.session = AgiSession(None, None, self.headers, server.reply_timeout,
+                                  transport=self.transport)
+        task = asyncio.get_running_loop().create_task(server._run_call(self.session, handler))
+        server._calls.add(task)
+        task.add_done_callback(server._calls.discard)
+
+    def _reject(self, exc: Exception) -> None:
+        """The peer is dropped before its header block ended."""
+        if self.header_timer is None:
+            return
+        self.header_timer.cancel()
+        self.header_timer = None
+        self.server.rejected += 1
+        log.warning("dropped a FastAGI peer before its header block ended: %s",
+                    exc or type(exc).__name__)
+        self.transport.close()
+
+    def _broken(self, exc: ProtocolError) -> None:
+        if self.session is not None:
+            self.session.connection_ended(exc)
+        else:
+            self._reject(exc)
+
+    def eof_received(self) -> None:
+        self.connection_lost(None)   # the transport closes itself after this
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        if self.session is not None:
+            self.session.connection_ended(exc)
+        else:
+            self._reject(exc if exc is not None else
+                         ConnectionError("end of stream"))
 
 
 class AgiServer:
@@ -36,12 +147,14 @@ class AgiServer:
         self.reply_timeout = reply_timeout
         self.max_call_seconds = max_call_seconds
         self._server: asyncio.Server | None = None
+        self._connections: set[AgiProtocol] = set()
         self._calls: set[asyncio.Task] = set()
         self.rejected = 0
 
     @property
     def active_calls(self) -> int:
-        return len(self._calls)
+        """Open connections: calls, and peers still sending their header block."""
+        return len(self._connections)
 
     @property
     def port(self) -> int:
@@ -49,9 +162,9 @@ class AgiServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connection, host, port, limit=LINE_LIMIT, reuse_port=reuse_port,
-            backlog=4096)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AgiProtocol(self), host, port, reuse_port=reuse_port, backlog=4096)
         for sock in self._server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("FastAGI server listening on %s:%d", host, self.port)
@@ -66,40 +179,19 @@ class AgiServer:
             task.cancel()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=1.0)
+        for connection in set(self._connections):
+            connection.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._calls.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._calls.discard(task)
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(self.header_timeout):
-                headers = await read_headers(reader, self.header_max_bytes)
-        except (TimeoutError, SessionClosed, ProtocolError, ConnectionError) as exc:
-            self.rejected += 1
-            log.warning("dropped a FastAGI peer before its header block ended: %s",
-                        exc or type(exc).__name__)
-            return
-        route = headers.get("agi_network_script", "")
-        handler = self.routes.get(route)
-        if handler is None:
-            self.rejected += 1
-            log.warning("no route for FastAGI script %r", route[:64])
-            return
-        session = AgiSession(reader, writer, headers, self.reply_timeout)
+    async def _run_call(self, session: AgiSession, handler: Handler) -> None:
         try:
             async with asyncio.timeout(self.max_call_seconds):
                 await handler(session)
         except TimeoutError:
             log.warning("call %s ended at the maximum call duration",
-                        headers.get("agi_uniqueid", "?"))
+                        session.headers.get("agi_uniqueid", "?"))
         except Exception:
-            log.exception("route %r failed", route)
+            log.exception("route %r failed", session.headers.get("agi_network_script"))
+        finally:
+            session.close()

@@ -1,18 +1,29 @@
 """One FastAGI session: the only place that touches the socket of a call.
 
-It reads the header block under a time and size limit, sends one command at a time and
-reads its final reply, noting a ``HANGUP`` line wherever it comes. It never waits forever:
-every read has a deadline (the stuck-peer limit), and end of stream ends the session.
+It sends one command at a time and hands back its final reply, noting a ``HANGUP`` line
+wherever it comes. It never waits forever: every command has a deadline (the stuck-peer
+limit), and end of stream ends the session.
+
+Reply lines are pushed into the session as they arrive: by the server's protocol
+(``ivr.agi.server.AgiProtocol.data_received``, no task or stream per call in between), or,
+for a session made from asyncio streams, by a small task that reads them. The command in
+flight waits on one future; there is one deadline timer per session, not one per command.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
-from .codec import HANGUP, HeaderError, ProtocolError, Reply, ReplyReader, format_command, \
-    parse_header_line
+from .codec import HANGUP, ProtocolError, Reply, ReplyReader, format_command
 
 log = logging.getLogger(__name__)
+
+# The longest line accepted: no FastAGI line is anywhere near this long.
+LINE_LIMIT = 8192
+# Replies that came before any command (a peer that is not Asterisk): a few are kept, for
+# the next commands; a flood of them is a protocol error, not a growing queue.
+EARLY_LIMIT = 64
 
 
 class SessionClosed(Exception):
@@ -20,46 +31,54 @@ class SessionClosed(Exception):
     no further command can be exchanged."""
 
 
-async def _read_line(reader: asyncio.StreamReader) -> str:
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError:
-        raise SessionClosed("end of stream") from None
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("line too long") from None
-    return raw[:-1].decode("utf-8", "replace").rstrip("\r")
+class LineBuffer:
+    """Bytes in, complete lines out (``\\n`` ends a line, a ``\\r`` before it is dropped)."""
 
+    __slots__ = ("_rest",)
 
-async def read_headers(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, str]:
-    """The header block, up to its empty line. The caller bounds it in time."""
-    headers: dict[str, str] = {}
-    size = 0
-    while True:
-        line = await _read_line(reader)
-        size += len(line) + 1
-        if size > max_bytes:
-            raise HeaderError("header block too large")
-        item = parse_header_line(line)
-        if item is None:
-            return headers
-        headers[item[0]] = item[1]
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        if self._rest:
+            data = self._rest + data
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        if len(self._rest) > LINE_LIMIT:
+            raise ProtocolError("line too long")
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
 
 
 class AgiSession:
-    __slots__ = ("headers", "_reader", "_writer", "_reply_timeout", "_replies",
-                 "hung_up", "closed", "commands_sent", "_owed")
+    __slots__ = ("headers", "_transport", "_reply_timeout", "_replies", "hung_up", "closed",
+                 "commands_sent", "_owed", "_early", "_waiter", "_failure", "_deadline",
+                 "_timer", "_loop", "_pump")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 headers: dict[str, str], reply_timeout: float) -> None:
+    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter | None,
+                 headers: dict[str, str], reply_timeout: float, *,
+                 transport: asyncio.Transport | None = None) -> None:
+        """A session over asyncio streams (``reader``, ``writer``), or over a ``transport``
+        whose protocol feeds ``line_received`` and ``connection_ended``."""
         self.headers = headers
-        self._reader = reader
-        self._writer = writer
         self._reply_timeout = reply_timeout
         self._replies = ReplyReader()
         self.hung_up = False
         self.closed = False
         self.commands_sent = 0
-        self._owed = 0  # replies of commands whose sender was cancelled while waiting
+        self._owed = 0          # commands sent whose final reply has not come yet
+        self._early: deque[Reply] = deque()   # replies that came before their command
+        self._waiter: asyncio.Future | None = None
+        self._failure: Exception | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pump = None
+        if transport is None:
+            transport = writer.transport
+            self._pump = self._loop.create_task(self._read_stream(reader))
+        self._transport = transport
+
+    # -- sending
 
     async def send(self, verb: str, *args: str | int, expect_seconds: float = 0.0) -> Reply:
         """Send one command and return its final reply.
@@ -69,37 +88,99 @@ class AgiSession:
         """
         if self.closed:
             raise SessionClosed("session already closed")
-        self._writer.write(format_command(verb, *args))
+        data = format_command(verb, *args)
+        if self._failure is not None:
+            raise self._fail()
+        if self._transport.is_closing():
+            self.closed = True
+            raise SessionClosed("connection lost")
+        self._transport.write(data)
         self.commands_sent += 1
+        if self._early:
+            return self._early.popleft()
         self._owed += 1
+        loop = self._loop
+        self._deadline = loop.time() + expect_seconds + self._reply_timeout
+        if self._timer is None:
+            # Armed at the earliest deadline any command can have; when it fires it moves
+            # itself to the deadline of the command then in flight (see _check_deadline).
+            self._timer = loop.call_at(loop.time() + self._reply_timeout, self._check_deadline)
+        self._waiter = waiter = loop.create_future()
         try:
-            async with asyncio.timeout(expect_seconds + self._reply_timeout):
-                await self._writer.drain()
-                while True:
-                    reply = await self._next_reply()
-                    if self._owed == 0:
-                        return reply
-        except TimeoutError:
-            self.closed = True
-            raise SessionClosed("no reply within the stuck-peer limit") from None
-        except ConnectionError:
-            self.closed = True
-            raise SessionClosed("connection lost") from None
-        except (SessionClosed, ProtocolError):
-            self.closed = True
-            raise
+            return await waiter
+        finally:
+            self._waiter = None
+            self._deadline = None
 
-    async def _next_reply(self) -> Reply:
-        """The next final reply; a reply owed to a cancelled sender is read and dropped
-        by the caller's loop, so the session stays in step."""
-        while True:
-            event = self._replies.feed(await _read_line(self._reader))
-            if event is HANGUP:
-                self.hung_up = True
-            elif event is not None:
-                self._owed -= 1
-                return event
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._deadline is None or self.closed:
+            return
+        if self._loop.time() >= self._deadline:
+            self._end(SessionClosed("no reply within the stuck-peer limit"))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    # -- receiving
+
+    def line_received(self, line: str) -> None:
+        """One reply line from the peer."""
+        try:
+            event = self._replies.feed(line)
+        except ProtocolError as exc:
+            self._end(exc)
+            return
+        if event is None:
+            return
+        if event is HANGUP:
+            self.hung_up = True
+        elif self._owed == 0:
+            if len(self._early) >= EARLY_LIMIT:
+                self._end(ProtocolError("replies without commands"))
+            else:
+                self._early.append(event)
+        else:
+            self._owed -= 1
+            # A reply owed to a sender that was cancelled is dropped, so the session stays
+            # in step; the last one owed is the answer to the command in flight.
+            if self._owed == 0 and self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(event)
+
+    def connection_ended(self, exc: Exception | None = None) -> None:
+        """End of stream, a lost connection, or a peer that broke the protocol."""
+        if isinstance(exc, ProtocolError):
+            self._end(exc)
+        else:
+            self._end(SessionClosed("end of stream" if exc is None else "connection lost"))
+
+    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                raw = await reader.readuntil(b"\n")
+                self.line_received(raw[:-1].decode("utf-8", "replace").rstrip("\r"))
+        except asyncio.IncompleteReadError:
+            self.connection_ended()
+        except asyncio.LimitOverrunError:
+            self.connection_ended(ProtocolError("line too long"))
+        except ConnectionError as exc:
+            self.connection_ended(exc)
+
+    def _end(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._fail())
+
+    def _fail(self) -> Exception:
+        self.closed = True
+        return self._failure
 
     def close(self) -> None:
         self.closed = True
-        self._writer.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pump is not None:
+            self._pump.cancel()
+        self._transport.close()
