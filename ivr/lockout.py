@@ -35,11 +35,17 @@ class LockoutStore:
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._write = asyncio.Lock()
+        self._mac = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
+        # WAL: readers never wait for a writer, and several worker processes (ivr serve
+        # --workers) share the file; NORMAL: a commit is not an fsync (a power cut may lose
+        # the last failures counted, never corrupt the store).
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         if not self._salt:
             rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = 'salt'")
@@ -48,6 +54,7 @@ class LockoutStore:
                 await self._db.execute("INSERT INTO meta VALUES ('salt', ?)", rows[0])
             self._salt = rows[0][0].encode()
         await self._db.commit()
+        self._mac = hmac.new(self._salt, digestmod=hashlib.sha256)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -61,7 +68,9 @@ class LockoutStore:
         return subjects
 
     def _hash(self, kind: str, value: str) -> str:
-        return hmac.new(self._salt, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+        mac = self._mac.copy()   # the salt's key schedule is done once, in open()
+        mac.update(f"{kind}:{value}".encode())
+        return mac.hexdigest()
 
     async def is_locked(self, identifier: str, caller: str) -> bool:
         subjects = dict(self._subjects(identifier, caller))
