@@ -26,13 +26,17 @@ async def _serve(settings: Settings) -> None:
     async with running_server(settings) as (server, _app):
         print(f"hotline FastAGI server on {settings.agi_host}:{server.port} "
               f"(route /hotline), membership at {settings.effective_membership_url}; "
-              f"place a call with: ivr call --keys \"1 0001234567890# 1 17081990\"",
+              f"place a call with: ivr call (demo participants: README)",
               flush=True)
         await stop.wait()
         log.info("shutting down")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    workers = settings.workers if args.workers is None else args.workers
+    if workers != 1:
+        from .workers import serve as serve_workers
+        return serve_workers(settings, workers)
     asyncio.run(_serve(settings))
     return 0
 
@@ -45,6 +49,21 @@ def cmd_membership(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_prompts(args: argparse.Namespace, settings: Settings) -> int:
     from prompts.render import main as prompts_main
     return prompts_main(args.rest)
+
+
+def cmd_asterisk(args: argparse.Namespace, settings: Settings) -> int:
+    from .asterisk import main as asterisk_main
+    return asterisk_main(args.rest, settings)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from bench.run import main as bench_main
+    except ImportError:
+        print("the benchmark runs from a checkout of the project (bench/ is not installed)",
+              file=sys.stderr)
+        return 2
+    return bench_main(args.rest)
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,6 +142,9 @@ def _find_record(path: str, call_id: str, wait: float = 3.0) -> dict | None:
 
 
 def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
+    if args.asterisk:
+        from .asterisk import call as call_through_asterisk
+        return call_through_asterisk(args, settings)
     from .emulator import AsteriskEmulator, ScriptedCaller
     host = args.host or ("127.0.0.1" if settings.agi_host in ("0.0.0.0", "::") else
                          settings.agi_host)
@@ -155,12 +177,17 @@ def cmd_call(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the FastAGI server (and the embedded membership "
-                                 "service when IVR_MEMBERSHIP_URL is unset)"
-                   ).set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="run the FastAGI server (and the embedded membership "
+                                         "service when IVR_MEMBERSHIP_URL is unset)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="server processes sharing the port, one per core "
+                            "(SO_REUSEPORT; IVR_WORKERS, default 1)")
+    serve.set_defaults(func=cmd_serve)
     for name, func, text in (
             ("membership", cmd_membership, "the reference membership service alone"),
-            ("prompts", cmd_prompts, "render, check or list the prompt audio")):
+            ("prompts", cmd_prompts, "render, check or list the prompt audio"),
+            ("asterisk", cmd_asterisk, "a real Asterisk 22 in front of the IVR: serve, up, "
+                                       "down, status, cli")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)
@@ -173,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--host")
     call.add_argument("--port", type=int)
     call.add_argument("--timeout", type=float, default=600.0)
+    call.add_argument("--asterisk", action="store_true",
+                      help="call through the real Asterisk (ivr asterisk serve), recorded")
     call.set_defaults(func=cmd_call)
     sub.add_parser("config", help="list the IVR_* settings and their defaults"
                    ).set_defaults(func=cmd_config)
@@ -180,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands with their own argument parsers: everything after the name is theirs.
-PASS_THROUGH = {"membership": cmd_membership, "prompts": cmd_prompts}
+PASS_THROUGH = {"membership": cmd_membership, "prompts": cmd_prompts, "bench": cmd_bench,
+                "asterisk": cmd_asterisk}
 
 
 def main(argv: list[str] | None = None) -> int:

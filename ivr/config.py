@@ -24,6 +24,7 @@ class Settings:
     header_max_bytes: int = field(default=16384, metadata={"env": "IVR_HEADER_MAX_BYTES"})
     reply_timeout: float = field(default=60.0, metadata={"env": "IVR_REPLY_TIMEOUT"})
     max_call_seconds: float = field(default=1200.0, metadata={"env": "IVR_MAX_CALL_SECONDS"})
+    workers: int = field(default=1, metadata={"env": "IVR_WORKERS"})   # processes, one port
 
     # Membership service (unset URL: start the embedded reference service and use it)
     membership_url: str = field(default="", metadata={"env": "IVR_MEMBERSHIP_URL"})
