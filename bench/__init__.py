@@ -1,0 +1,1 @@
+"""The FastAGI load benchmark (``python -m bench``, ``ivr bench``); see ``bench/run.py``."""
