@@ -91,6 +91,7 @@ def sounds(tmp_path_factory) -> Path:
 def in_use(box: Sandbox, wait: float = 900):
     """The test instance for this session alone: another test session (another worker or
     developer on this machine) waits here until this one has brought it down."""
+    box.root.parent.mkdir(parents=True, exist_ok=True)   # a fresh machine has no cache yet
     with open(box.root.with_name(f"{box.root.name}.{box.name}.in-use"), "w") as lock:
         deadline = time.monotonic() + wait
         while True:
