@@ -28,17 +28,15 @@ import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import membership as membership_bench
 from . import paths, proc
 from .generator import Phase, Stats, process_main, raise_open_files_limit
 

@@ -7,7 +7,8 @@ import contextlib
 import gc
 import logging
 import uuid
-from typing import AsyncIterator
+import signal
+from typing import AsyncIterator, Callable
 
 from prompts import Catalog, load_catalog
 
@@ -224,3 +225,17 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
         finally:
             collector.cancel()
             await server.close()
+
+
+async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer], None], *,
+                              reuse_port: bool = False) -> None:
+    """Run the hotline until SIGINT or SIGTERM, then drain and stop; ``on_ready`` is told
+    once the server listens (a banner, a worker's ready message)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(settings, reuse_port=reuse_port) as (server, _app):
+        on_ready(server)
+        await stop.wait()
+        log.info("shutting down")

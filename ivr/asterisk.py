@@ -23,12 +23,12 @@ import contextlib
 import json
 import logging
 import shlex
-import signal
 import sys
 import threading
 import time
 import wave
 
+from .app import serve_until_stopped
 from .config import Settings
 
 # A caller who types ahead needs no more than this between two answers; "_" in --keys.
@@ -75,17 +75,10 @@ or from a SIP softphone on this machine: sip:1500400@{sip} (no account, G.711 u-
 RFC 2833 DTMF). Ctrl-C stops the IVR and Asterisk."""
 
 
-async def _serve(settings: Settings, sandbox) -> None:
-    from .app import running_server
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings) as (server, _app):
-        print(f"hotline FastAGI server on {settings.agi_host}:{server.port}, membership at "
-              f"{settings.effective_membership_url}", flush=True)
-        print(HOW_TO_CALL.format(sip=sandbox.sip_address), flush=True)
-        await stop.wait()
+def _banner(settings: Settings, sandbox, server) -> None:
+    print(f"hotline FastAGI server on {settings.agi_host}:{server.port}, membership at "
+          f"{settings.effective_membership_url}", flush=True)
+    print(HOW_TO_CALL.format(sip=sandbox.sip_address), flush=True)
 
 
 def serve(settings: Settings) -> int:
@@ -95,7 +88,8 @@ def serve(settings: Settings) -> int:
     seconds = _up(sandbox)
     print(f"Asterisk up in {seconds:.1f} s: {_where(sandbox)}", flush=True)
     try:
-        asyncio.run(_serve(settings, sandbox))
+        asyncio.run(serve_until_stopped(settings,
+                                        lambda server: _banner(settings, sandbox, server)))
     finally:
         sandbox.down()
         print("Asterisk stopped", flush=True)

@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -17,19 +16,10 @@ from .privacy import configure_logging
 log = logging.getLogger("ivr")
 
 
-async def _serve(settings: Settings) -> None:
-    from .app import running_server
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings) as (server, _app):
-        print(f"hotline FastAGI server on {settings.agi_host}:{server.port} "
-              f"(route /hotline), membership at {settings.effective_membership_url}; "
-              f"place a call with: ivr call (demo participants: README)",
-              flush=True)
-        await stop.wait()
-        log.info("shutting down")
+def _banner(settings: Settings, server) -> None:
+    print(f"hotline FastAGI server on {settings.agi_host}:{server.port} "
+          f"(route /hotline), membership at {settings.effective_membership_url}; "
+          f"place a call with: ivr call (demo participants: README)", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -37,7 +27,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers != 1:
         from .workers import serve as serve_workers
         return serve_workers(settings, workers)
-    asyncio.run(_serve(settings))
+    from .app import serve_until_stopped
+    asyncio.run(serve_until_stopped(settings, lambda server: _banner(settings, server)))
     return 0
 
 

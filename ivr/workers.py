@@ -48,15 +48,10 @@ def _worker(settings: Settings, index: int, ready) -> None:
 
 
 async def _serve_worker(settings: Settings, index: int, ready) -> None:
-    from .app import running_server
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings, reuse_port=True) as (server, _app):
-        ready.put((index, os.getpid(), server.port))
-        await stop.wait()
-        log.info("worker %d shutting down", index)
+    from .app import serve_until_stopped
+    await serve_until_stopped(
+        settings, lambda server: ready.put((index, os.getpid(), server.port)), reuse_port=True)
+    log.info("worker %d stopped", index)
 
 
 async def _supervise(settings: Settings, workers: int) -> int:
