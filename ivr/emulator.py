@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
-from prompts import Catalog, load_catalog
 
 HANG_UP = "hang up"
 DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
@@ -94,14 +93,6 @@ class EmulatedCall:
     hung_up: bool = False
     keys_sent: str = ""
     ended: str = ""          # how the session ended: "server closed", "limit", ...
-
-    def texts(self, catalog: Catalog | None = None) -> list[str]:
-        catalog = catalog or load_catalog()
-        out = []
-        for sound in self.sounds:
-            prompt_id = catalog.prompt_id(sound)
-            out.append(catalog.text(prompt_id) if prompt_id in catalog else f"[{sound}]")
-        return out
 
 
 def asterisk_headers(call_id: str, *, caller: str, script: str = "hotline",
