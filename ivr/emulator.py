@@ -218,11 +218,6 @@ class AsteriskEmulator:
         self.call.hung_up = True
         self._hangup_line_due = True
 
-    async def answer(self, command: str) -> str:
-        """The reply to one command, as ``respond`` gives it, awaited when need be."""
-        reply = self.respond(command)
-        return reply if isinstance(reply, str) else await reply
-
     def respond(self, command: str) -> str | Awaitable[str]:
         """The reply to one command (an awaitable only for an asynchronous caller)."""
         try:
