@@ -124,6 +124,9 @@ class HotlineApp:
         record.transfer_reason = state.transfer_reason.value if state.transfer_reason else None
         record.verified = bool(state.verified_card)
         record.member_status = state.member_status or None
+        record.identifier_masked = state.identifier_masked or None
+        record.participant_ref = (self.lockout.pseudonym(state.verified_card)
+                                  if state.verified_card else None)
         record.menu_keys = dialog.menu_keys
         record.membership_latency_ms = state.membership_latency_ms
         record.membership_lookups = state.membership_lookups

@@ -17,6 +17,7 @@ from .identifiers import BIRTH_DATE_LENGTH, NIK_LENGTH, Kind, classify, parse_bi
     virtual_account
 from .membership import MembershipUnavailable, Participant
 from .names import Outcome, P, Reason
+from .privacy import mask_number
 
 MAX_INVALID_ENTRIES = 3
 MAX_FAILED_VERIFICATIONS = 3
@@ -59,6 +60,7 @@ class CallState:
     transfer_reason: Reason | None = None
     verified_card: str = ""
     member_status: str = ""
+    identifier_masked: str = ""      # the last identifier typed, masked (for agents)
     membership_latency_ms: float | None = None
     membership_lookups: int = 0
     time_to_status_ms: int | None = None
@@ -146,7 +148,9 @@ class Hotline:
             kind = classify(entry.digits, entry.ended_by)
             if kind is None:
                 await self.invalid_entry(P.ID_INVALID)
-            elif await self.confirmed(entry.digits, kind):
+                continue
+            self.state.identifier_masked = mask_number(entry.digits)
+            if await self.confirmed(entry.digits, kind):
                 if await self.lockout.is_locked(entry.digits, self.caller):
                     await self.hand_to_agent(Reason.LOCKED)
                 return entry.digits

@@ -72,6 +72,11 @@ class LockoutStore:
         mac.update(f"{kind}:{value}".encode())
         return mac.hexdigest()
 
+    def pseudonym(self, card_number: str) -> str:
+        """A participant's stable pseudonym under the store's salt: call records carry it
+        so that agents see a verified participant's earlier contacts, never the number."""
+        return self._hash("participant", card_number)
+
     async def is_locked(self, identifier: str, caller: str) -> bool:
         subjects = dict(self._subjects(identifier, caller))
         marks = ",".join("?" * len(subjects))

@@ -33,6 +33,8 @@ class CallRecord:
     transfer_reason: str | None = None
     verified: bool = False
     member_status: str | None = None
+    identifier_masked: str | None = None         # the last card number or NIK typed, masked
+    participant_ref: str | None = None           # verified participant's pseudonym (HMAC)
     menu_keys: list[str] = field(default_factory=list)
     membership_latency_ms: float | None = None   # the last lookup in the call
     membership_lookups: int = 0

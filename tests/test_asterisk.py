@@ -57,8 +57,11 @@ REPO = Path(__file__).resolve().parent.parent
 TEXT = load_catalog().text
 SIP_SCENARIO = REPO / "tests" / "sip" / "hotline-caller.xml"
 # Fixed ports for the test instance, away from a developer's sandbox (5060, 5038) and
-# `ivr serve` (4573).
-AGI_PORT, SIP_PORT, AMI_PORT = 14573, 15060, 15038
+# `ivr serve` (4573). IVR_TEST_PORT_SHIFT moves them all (and the RTP range), so that two
+# checkouts can each run their own test instance (with their own IVR_ASTERISK_ROOT).
+PORT_SHIFT = int(os.environ.get("IVR_TEST_PORT_SHIFT", "0"))
+AGI_PORT, SIP_PORT, AMI_PORT = (14573 + PORT_SHIFT, 15060 + PORT_SHIFT, 15038 + PORT_SHIFT)
+RTP_PORTS = f"{20000 + 2000 * (PORT_SHIFT // 100)}-{21998 + 2000 * (PORT_SHIFT // 100)}"
 
 ACTIVE = ("0001234567890", "17081990")          # self-payer, 600 000 due
 GOVERNMENT = ("0001100000011", "12031975")      # PBI: paid by the government
@@ -111,7 +114,8 @@ def sandbox(sounds):
     env = {k: v for k, v in os.environ.items()
            if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
     box = Sandbox(name="test", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT, env=env)
+                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
+                  rtp_ports=RTP_PORTS, env=env)
     with in_use(box):
         box.down()                      # left running by an interrupted session: start afresh
         box.full_log.unlink(missing_ok=True)          # this module's calls only

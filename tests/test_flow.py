@@ -237,6 +237,14 @@ async def test_three_failed_verifications_transfer(run, lockout):
     assert (r.state.outcome, r.state.transfer_reason) == (
         Outcome.TRANSFER, Reason.VERIFICATION_FAILED)
     assert r.count(P.DATA_MISMATCH) == 3 and len(r.membership.requests) == 3
+    # what an agent is shown of an unverified caller: the identifier typed, masked
+    assert r.state.identifier_masked == "0001******890"
+
+
+async def test_participant_pseudonym_is_stable_and_reveals_no_digits(lockout):
+    ref = lockout.pseudonym(CARD)
+    assert ref == lockout.pseudonym(CARD) != lockout.pseudonym(NIK)
+    assert CARD not in ref and len(ref) == 64
 
 
 async def test_an_identifier_with_five_failures_is_locked_before_the_birth_date(run, lockout):
