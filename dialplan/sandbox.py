@@ -36,8 +36,11 @@ Test calls use AMI through panoramisk (the project's AMI client), imported only 
 Environment: ``IVR_ASTERISK_ROOT`` (default /var/cache/bpjs-ivr/asterisk-root),
 ``IVR_AGI_ADDRESS`` (127.0.0.1:4573), ``IVR_SOUNDS_DIR`` (prompts: <dir>/id/bpjs/<id>.sln),
 ``IVR_SIP_ADDRESS`` (127.0.0.1:5060), ``IVR_SIP_CALLERS`` (who is the test caller:
-127.0.0.1), ``IVR_RTP_PORTS`` (10000-20000), ``IVR_AMI_PORT`` (5038), ``IVR_AMI_SECRET``,
-``IVR_AGENT_PASSWORD``, ``IVR_DEBIAN_MIRROR`` (debootstrap's default when unset).
+127.0.0.1), ``IVR_RTP_PORTS`` (10000-20000), ``IVR_AMI_PORT`` (5038), ``IVR_DEBIAN_MIRROR``
+(debootstrap's default when unset). Secrets, none with a default: ``IVR_SANDBOX_AMI_SECRET``
+(AMI user "sandbox": test calls), ``IVR_AMI_SECRET`` (AMI user "desk": the agent desk),
+``IVR_AGENT_PASSWORD`` (the demo agents agent1/agent2, desk and SIP alike); each one not
+given is generated once and kept in ``Sandbox.secrets_file`` (mode 0600, the instance's state folder).
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -144,6 +148,7 @@ class Sandbox:
                  sip_address: str | None = None,
                  ami_port: int | None = None,
                  ami_secret: str | None = None,
+                 desk_ami_secret: str | None = None,
                  agent_password: str | None = None,
                  sip_callers: str | None = None,
                  rtp_ports: str | None = None,
@@ -161,15 +166,61 @@ class Sandbox:
         self.agi_address = agi_address or env.get("IVR_AGI_ADDRESS") or "127.0.0.1:4573"
         self.sip_address = sip_address or env.get("IVR_SIP_ADDRESS") or "127.0.0.1:5060"
         self.ami_port = int(ami_port or env.get("IVR_AMI_PORT") or 5038)
-        self.ami_secret = ami_secret or env.get("IVR_AMI_SECRET") or "bpjs-sandbox"
-        self.agent_password = (agent_password or env.get("IVR_AGENT_PASSWORD")
-                               or "agent-sandbox")
+        # Secrets: given, or from the environment, else generated once per instance and
+        # kept in its state file (secrets_file); there is no default secret.
+        self._given_secrets = {
+            "ami_secret": ami_secret or env.get("IVR_SANDBOX_AMI_SECRET") or "",
+            "desk_ami_secret": desk_ami_secret or env.get("IVR_AMI_SECRET") or "",
+            "agent_password": agent_password or env.get("IVR_AGENT_PASSWORD") or "",
+        }
+        self._secrets: dict[str, str] | None = None
         # Who may call in as the test caller (pjsip.conf identify "match"): loopback for
         # the sandbox, any address in a container (Docker's NAT hides the caller's).
         self.sip_callers = sip_callers or env.get("IVR_SIP_CALLERS") or "127.0.0.1"
         self.rtp_ports = rtp_ports or env.get("IVR_RTP_PORTS") or "10000-20000"
         self.mirror = mirror or env.get("IVR_DEBIAN_MIRROR") or None
         self._process: subprocess.Popen | None = None
+
+    # --- Secrets
+
+    @property
+    def secrets_file(self) -> Path:
+        """This instance's generated secrets (JSON, mode 0600), in its state folder (read
+        only once the root exists: a root being built must stay empty)."""
+        return self.host_path(self.layout.db + "/secrets.json")
+
+    def _secret(self, key: str) -> str:
+        if self._given_secrets[key]:
+            return self._given_secrets[key]
+        if self._secrets is None:
+            try:
+                self._secrets = json.loads(self.secrets_file.read_text())
+            except (FileNotFoundError, ValueError):
+                self._secrets = {}
+        if not self._secrets.get(key):
+            self._secrets[key] = secrets.token_urlsafe(18)
+            self.secrets_file.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.secrets_file.with_suffix(".tmp")
+            partial.write_text(json.dumps(self._secrets, indent=1))
+            partial.chmod(0o600)
+            partial.replace(self.secrets_file)
+        return self._secrets[key]
+
+    @property
+    def ami_secret(self) -> str:
+        """The "sandbox" AMI user's (test calls): IVR_SANDBOX_AMI_SECRET, else generated."""
+        return self._secret("ami_secret")
+
+    @property
+    def desk_ami_secret(self) -> str:
+        """The agent desk's AMI user ("desk"): IVR_AMI_SECRET, else generated."""
+        return self._secret("desk_ami_secret")
+
+    @property
+    def agent_password(self) -> str:
+        """The demo agents' password, for the desk and the SIP softphones alike:
+        IVR_AGENT_PASSWORD, else generated once and kept in secrets_file."""
+        return self._secret("agent_password")
 
     # --- Host paths of things inside the root
 
@@ -311,6 +362,7 @@ class Sandbox:
             "IVR_RTP_END": rtp_end,
             "IVR_AMI_PORT": str(self.ami_port),
             "IVR_AMI_SECRET": self.ami_secret,
+            "IVR_DESK_AMI_SECRET": self.desk_ami_secret,
             "IVR_AGENT_PASSWORD": self.agent_password,
         }
 
