@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 
 import pytest
 
 from ivr.desk.ami import (MAX_MESSAGE_BYTES, AmiError, AmiLink, AmiUnavailable,
                           parse_message)
-from ivr.desk.board import QueueBoard
+from ivr.desk.board import Change, QueueBoard
 
 from .fake_ami import FakeAmi
 
@@ -346,3 +347,49 @@ async def test_stop_ends_everything(up):
     assert ami.logged_in == [] and len(ami.logins) == 1      # no reconnect after stop
     with pytest.raises(AmiUnavailable):
         await link.action({"Action": "Ping"})
+
+
+def test_settings_name_the_link():
+    from ivr.config import Settings
+    settings = Settings.from_env({"IVR_AMI_HOST": "127.0.0.2", "IVR_AMI_PORT": "15999",
+                                  "IVR_AMI_SECRET": "x"})
+    link = AmiLink.from_settings(settings, on_event=print, on_state=print)
+    assert (link.host, link.port, link.username, link._secret) == ("127.0.0.2", 15999, "desk", "x")
+    assert Settings.from_env({}).ami_secret == "" and Settings.from_env({}).desk_queue == "agents"
+
+
+async def test_benchmark_500_waiting_callers_and_50_agents(up):
+    """Figures, printed: a resync (QueueStatus and 5 Getvar per waiting caller) and the
+    way from an AgentCalled written by Asterisk to the board's "ringing" change."""
+    link, rec, ami = up
+    board = QueueBoard()
+    changes: list = []
+    link._on_event = lambda event: (rec.on_event(event), changes.extend(board.apply(event)))
+    for n in range(50):
+        ami.add_member(f"agent{n}", f"PJSIP/agent{n}")
+    callers = [ami.caller_join({"IVR_CALL_ID": f"c{n}", "IVR_VERIFIED": "1",
+                                "IVR_CARD": "0001234567890", "IVR_TRANSFER_REASON": "menu"})
+               for n in range(500)]
+    await rec.until(lambda: len(board.waiting()) == 500)
+
+    started = time.perf_counter()
+    snapshot = await link.snapshot("agents")
+    resync = time.perf_counter() - started
+    board.reset()
+    for event in snapshot:
+        board.apply(event)
+    assert [e.call_id for e in board.waiting()] == [f"c{n}" for n in range(500)]
+    assert len(board.members()) == 50 and board.entry("c499").card == "0001234567890"
+
+    delays = []
+    for n in range(50):
+        changes.clear()
+        started = time.perf_counter()
+        ami.agent_called(callers[n], f"agent{n}")
+        await rec.until(lambda: changes)
+        delays.append(time.perf_counter() - started)
+        assert changes == [Change("ringing", f"agent{n}", f"c{n}", board.entry(f"c{n}"))]
+    delays.sort()
+    print(f"\nresync of 500 waiting callers and 50 agents: {resync * 1000:.0f} ms "
+          f"({len(ami.actions)} actions); AgentCalled -> ringing change: median "
+          f"{delays[25] * 1000:.2f} ms, max {delays[-1] * 1000:.2f} ms")
