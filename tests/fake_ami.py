@@ -129,6 +129,7 @@ class FakeAmi:
         self.host, self.port = "127.0.0.1", 0
         self.sessions: list[Session] = []
         self.logins: list[tuple[str, bool]] = []
+        self.login_times: list[float] = []      # time.monotonic() of each Login
         self.actions: list[dict] = []
         self.silent: set[str] = set()           # action names (lower case) never answered
         self.members: dict[str, QueueMember] = {}
@@ -211,6 +212,7 @@ class FakeAmi:
         if name.lower() == "login":
             ok = action.get("Username") == self.username and action.get("Secret") == self.secret
             self.logins.append((str(action.get("Username")), ok))
+            self.login_times.append(time.monotonic())
             if not ok:
                 await asyncio.sleep(self.auth_delay)
                 reply("Error", ("Message", "Authentication failed"))

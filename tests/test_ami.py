@@ -104,7 +104,8 @@ async def test_refused_then_asterisk_comes_up():
 
 async def test_wrong_secret_is_auth_failed_said_once_and_never_up(ami, caplog):
     rec = Recorder()
-    link = make_link(ami.port, rec, secret="wrong-secret")
+    link = make_link(ami.port, rec, secret="wrong-secret", reconnect_min=0.01,
+                     reconnect_max=0.3)
     with caplog.at_level(logging.DEBUG, logger="ivr.desk.ami"):
         await link.start()
         try:
@@ -112,6 +113,9 @@ async def test_wrong_secret_is_auth_failed_said_once_and_never_up(ami, caplog):
         finally:
             await link.stop()
     assert ami.logins[:3] == [("desk", False)] * 3
+    # slowly: reconnect_max between attempts, not the backoff of a refused connection
+    times = ami.login_times
+    assert all(later - earlier >= 0.3 for earlier, later in zip(times, times[1:]))
     assert link.state == "down"
     assert [s for s, _ in rec.states] == ["connecting", "auth_failed", "down"]
     assert "Authentication failed" in rec.states[1][1]
@@ -160,6 +164,8 @@ def test_parse_message_keeps_empty_values_and_splits_variables():
     assert message == {"Event": "X", "ChanVariables": {"A": "1=2", "B": ""},
                        "DestChanVariables": {"C": ""}, "PausedReason": "", "Empty": "",
                        "Output": "one\ntwo"}
+    escaped = parse_message('Event: X\r\nChanVariable: Q=say \\"hi\\"\\n\\\\ok')
+    assert escaped["ChanVariables"] == {"Q": 'say "hi"\n\\ok'}
     assert parse_message("no headers here") is None
     assert parse_message("Foo: bar") is None
 

@@ -48,6 +48,10 @@ _MAX_BANNER_BYTES = 256
 _MESSAGE_END = re.compile(rb"\r?\n\r?\n")
 _FAILED = {"error", "fail", "failure"}
 _VARIABLE_HEADERS = {"ChanVariable": "ChanVariables", "DestChanVariable": "DestChanVariables"}
+# Asterisk writes channel variables' values C-escaped (ast_escape_c_alloc).
+_C_ESCAPE = re.compile(r"\\([abfnrtv\\'\"?])")
+_C_UNESCAPED = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                "v": "\v"}
 # The snapshot reads the variables of this many waiting channels at a time.
 _GETVAR_CONCURRENCY = 20
 
@@ -68,7 +72,8 @@ class AmiError(Exception):
 def parse_message(text: str) -> dict | None:
     """One AMI message (its lines, without the blank line that ends it) as a plain dict;
     None when it is neither a response nor an event. Empty values are kept; a header given
-    twice keeps both values, one per line; channel variables become dicts."""
+    twice keeps both values, one per line; channel variables become dicts (their values
+    unescaped)."""
     message: dict = {}
     for line in text.split("\n"):
         name, colon, value = line.rstrip("\r").partition(":")
@@ -79,7 +84,8 @@ def parse_message(text: str) -> dict | None:
         variables = _VARIABLE_HEADERS.get(name)
         if variables:
             var, _, var_value = value.partition("=")
-            message.setdefault(variables, {})[var] = var_value
+            message.setdefault(variables, {})[var] = _C_ESCAPE.sub(
+                lambda m: _C_UNESCAPED.get(m.group(1), m.group(1)), var_value)
         elif name in message:
             message[name] += "\n" + value
         else:
