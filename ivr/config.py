@@ -69,6 +69,14 @@ class Settings:
     # Operator announcement: a prompt id from the catalog, played after the greeting
     announcement: str = field(default="", metadata={"env": "IVR_ANNOUNCEMENT"})
 
+    # Agent desk: Asterisk's manager interface (AMI) and the agents' queue. The secret has
+    # no default: without it the desk does not connect (ivr/desk/ami.py).
+    ami_host: str = field(default="127.0.0.1", metadata={"env": "IVR_AMI_HOST"})
+    ami_port: int = field(default=5038, metadata={"env": "IVR_AMI_PORT"})
+    ami_user: str = field(default="desk", metadata={"env": "IVR_AMI_USER"})
+    ami_secret: str = field(default="", metadata={"env": "IVR_AMI_SECRET"})
+    desk_queue: str = field(default="agents", metadata={"env": "IVR_DESK_QUEUE"})
+
     log_level: str = field(default="INFO", metadata={"env": "IVR_LOG_LEVEL"})
 
     @classmethod
