@@ -2,13 +2,13 @@
 instance "ami" of its own, on test_asterisk.py's ports, which it uses only while its own
 module runs): the event field names the board relies on, as Asterisk sends them.
 
-One queue story over AMI as the "ivr" user of manager.conf (read = call,agent): a test agent
+One queue story over AMI as the "desk" user of manager.conf (read = call,agent): a test agent
 (Local/report@agent/n, which answers, waits 2 s and hangs up) joins paused; two callers
 (Local channels whose answered half runs the dialplan's Queue(agents)) wait with the
 IVR's variables; the
 snapshot reads them back with Getvar; the agent resumes, is rung, answers, completes; the
-second caller hangs up while waiting. The instance's manager.conf gets the ``channelvars``
-line the desk's deployment adds (the lead's manager.conf change), then "manager reload".
+second caller hangs up while waiting. manager.conf's ``channelvars`` line puts the IVR's
+variables on every channel event.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ AMI_PORT, SIP_PORT = 15038 + PORT_SHIFT, 15060 + PORT_SHIFT
 RTP_PORTS = f"{20000 + 2000 * (PORT_SHIFT // 100)}-{21998 + 2000 * (PORT_SHIFT // 100)}"
 AGENT = "agent-ami"
 AGENT_INTERFACE = "Local/report@agent/n"
-CHANNELVARS = "channelvars = " + ",".join(IVR_VARIABLES)
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +41,12 @@ def sandbox():
            if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
     box = Sandbox(name="ami", agi_address=f"127.0.0.1:{14573 + PORT_SHIFT}",
                   sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  ami_secret="ami-test-secret", rtp_ports=RTP_PORTS, env=env)
+                  desk_ami_secret="ami-test-secret", rtp_ports=RTP_PORTS, env=env)
     with in_use(box):
         box.down()
         box.up(timeout=120)
-        manager_conf = box.host_path(box.layout.config) / "manager.conf"
-        text = manager_conf.read_text()
-        manager_conf.write_text(text.replace("[general]\n", f"[general]\n{CHANNELVARS}\n", 1))
-        box.cli("manager reload")
+        assert "channelvars = " + ",".join(IVR_VARIABLES) in (
+            box.host_path(box.layout.config) / "manager.conf").read_text()
         try:
             yield box
         finally:
@@ -75,7 +72,7 @@ class Watch:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def link(sandbox):
     watch = Watch()
-    link = AmiLink("127.0.0.1", AMI_PORT, "ivr", sandbox.ami_secret,
+    link = AmiLink("127.0.0.1", AMI_PORT, "desk", sandbox.desk_ami_secret,
                    on_event=watch.events.append, on_state=lambda s, d: watch.states.append(s),
                    ping_interval=1.0, action_timeout=5.0)
     await link.start()
@@ -85,15 +82,16 @@ async def link(sandbox):
 
 
 async def place_caller(sandbox: Sandbox, call_id: str, **variables: str) -> str:
-    """A caller in the queue: Local/report@agent answers (and holds 60 s), then its other
-    half, the caller, runs the dialplan's queue step, Queue(agents). Returns its name."""
+    """A caller in the queue: Local/echo@agent answers (and echoes), then its other half,
+    the caller, runs the dialplan's queue step, Queue(agents). Returns its name. (Not
+    report@agent: that is the agent's device, and the queue rings no agent in use.)"""
     ivr = {"IVR_CALL_ID": call_id, **variables}
     async with sandbox.ami("call") as manager:
         reply = await manager.send_action({
-            "Action": "Originate", "Channel": "Local/report@agent",
+            "Action": "Originate", "Channel": "Local/echo@agent",
             "Context": "hotline-route", "Exten": "queue", "Priority": "1", "Async": "true",
             "Timeout": "10000",
-            "Variable": [f"__{k}={v}" for k, v in ivr.items()] + ["AGENT_HOLD=60"]})
+            "Variable": [f"__{k}={v}" for k, v in ivr.items()]})
     replies = reply if isinstance(reply, list) else [reply]
     placed = next(r for r in replies if r.get("Event") == "OriginateResponse")
     assert placed.get("Response") == "Success", replies
@@ -211,7 +209,7 @@ async def test_getvar_of_a_gone_channel_and_a_wrong_secret(sandbox, link):
     link, watch = link
     assert await link.channel_variables("Local/nobody@nowhere-00000000;2", IVR_VARIABLES) == {}
     states = []
-    wrong = AmiLink("127.0.0.1", AMI_PORT, "ivr", "not-the-secret", on_event=lambda e: None,
+    wrong = AmiLink("127.0.0.1", AMI_PORT, "desk", "not-the-secret", on_event=lambda e: None,
                     on_state=lambda s, d: states.append((s, d)), reconnect_max=30)
     started = time.monotonic()
     await wrong.start()
