@@ -42,13 +42,9 @@ class Sessions:
         """The live session of a cookie's token, or None (unknown, malformed, expired)."""
         if not token or len(token) > 128:
             return None
-        key = _key(token)
-        session = self._table.get(key)
-        if session is None:
-            return None
-        if session.expires_at <= self._clock():
-            del self._table[key]
-            return None
+        session = self._table.get(_key(token))
+        if session is None or session.expires_at <= self._clock():
+            return None             # an expired one stays until sweep() reports its agent
         return session
 
     def end(self, token: str | None) -> Session | None:

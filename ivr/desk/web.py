@@ -69,7 +69,7 @@ class Desk(Protocol):
     def unsubscribe(self, agent_id: str, queue: asyncio.Queue) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class _Stream:
     """One open event stream; ``stop()`` ends it from outside (logout, shutdown)."""
     task: asyncio.Task
@@ -98,6 +98,8 @@ class _State:
 
 
 STATE = web.AppKey("desk_state", _State)
+AGENT = web.RequestKey("desk_agent", str)          # the logged-in agent's id
+TOKEN = web.RequestKey("desk_token", str)          # the session cookie's token
 
 
 def make_app(desk: Desk, accounts: Accounts, settings, *,
@@ -192,7 +194,7 @@ async def _guard(request: web.Request, handler) -> web.StreamResponse:
         session = state.sessions.get(token)
         if session is None:
             raise DeskError(401, "not logged in")
-        request["agent_id"], request["token"] = session.agent_id, token
+        request[AGENT], request[TOKEN] = session.agent_id, token
         if request.method == "POST" and request.content_type != "application/json":
             raise DeskError(415, "Content-Type must be application/json")
     return await handler(request)
@@ -343,7 +345,7 @@ def _call_id(request: web.Request) -> str:
 
 
 async def _me(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].desk.me(request["agent_id"]))
+    return web.json_response(request.app[STATE].desk.me(request[AGENT]))
 
 
 async def _set_state(request: web.Request) -> web.Response:
@@ -356,7 +358,7 @@ async def _set_state(request: web.Request) -> web.Response:
             raise DeskError(400, f"a pause needs a reason: {', '.join(PAUSE_REASONS)}")
     elif reason is not None:
         raise DeskError(400, "only a pause has a reason")
-    me = await request.app[STATE].desk.set_state(request["agent_id"], new, reason)
+    me = await request.app[STATE].desk.set_state(request[AGENT], new, reason)
     return web.json_response(me)
 
 
@@ -372,7 +374,7 @@ async def _dispositions(request: web.Request) -> web.Response:
 
 async def _call(request: web.Request) -> web.Response:
     call_id = _call_id(request)
-    context = await request.app[STATE].desk.call_context(request["agent_id"], call_id)
+    context = await request.app[STATE].desk.call_context(request[AGENT], call_id)
     return web.json_response(context)
 
 
@@ -389,7 +391,7 @@ async def _wrapup(request: web.Request) -> web.Response:
         raise DeskError(400, "the note must be text")
     if len(note) > NOTE_MAX:
         raise DeskError(400, f"the note is longer than {NOTE_MAX} characters")
-    saved = await desk.wrapup(request["agent_id"], call_id, disposition, note)
+    saved = await desk.wrapup(request[AGENT], call_id, disposition, note)
     return web.json_response(saved)
 
 
@@ -397,7 +399,7 @@ async def _wrapup(request: web.Request) -> web.Response:
 
 async def _events(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    agent_id, token = request["agent_id"], request["token"]
+    agent_id, token = request[AGENT], request[TOKEN]
     streams = state.streams.setdefault(agent_id, set())
     if len(streams) >= STREAMS_PER_AGENT:
         raise DeskError(429, "too many open event streams for this agent")
