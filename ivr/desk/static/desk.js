@@ -263,6 +263,7 @@ async function openCall(callId, phase, eventData) {
     updateCounter();
   }
   call.phase = phase;
+  if (phase !== "ringing" && !call.answeredAt) call.answeredAt = Date.now();
   if (eventData.kind) call.kind = eventData.kind;
   renderPhase();
   try {
@@ -326,6 +327,7 @@ function renderContext(ctx) {
     if (ctx.identifier_masked) identity.append(el("span", ctx.identifier_masked, "mono"));
   }
 
+  $("pop-started").textContent = ctx.started_at ? localTime(ctx.started_at) : "–";
   const member = $("pop-member");
   member.textContent = ctx.verified ? memberWords(ctx.member_status) : "not known (unverified)";
   member.className = ctx.verified && ctx.member_status ? "member-" + ctx.member_status : "";
@@ -353,12 +355,15 @@ function renderContext(ctx) {
 }
 
 function renderQueueTime(ctx) {
+  // The desk's figure once the queue has one; until then counted here, live while ringing.
   const q = ctx.queue;
   let text = "–";
   if (q && q.waited_s !== null && q.waited_s !== undefined && (q.result || q.answered_by)) {
     text = clock(q.waited_s);
   } else if (q && q.joined_at) {
-    text = clock((Date.now() - Date.parse(q.joined_at)) / 1000) + " (waiting)";
+    const until = call && call.answeredAt ? call.answeredAt : Date.now();
+    text = clock((until - Date.parse(q.joined_at)) / 1000);
+    if (!call || !call.answeredAt) text += " (waiting)";
   }
   $("pop-queue").textContent = text;
 }
