@@ -34,6 +34,7 @@ class FakeDesk:
         self.subscribers: dict[str, list[asyncio.Queue]] = {}
         self.happened: list[tuple] = []          # ("logged_in", agent), ("state", ...) ...
         self.audit: list[tuple[str, str]] = []   # (agent, call_id) per context opened
+        self.asked: list[str] = []               # every call id the web side passed on
         self.wrapups: dict[str, dict] = {}
 
     # --- the Desk protocol ---------------------------------------------------------
@@ -69,6 +70,7 @@ class FakeDesk:
 
     async def call_context(self, agent_id: str, call_id: str) -> dict:
         self._agent(agent_id)
+        self.asked.append(call_id)
         if call_id not in self.calls:
             raise DeskError(404, "unknown call")
         self.audit.append((agent_id, call_id))
@@ -76,6 +78,7 @@ class FakeDesk:
 
     async def wrapup(self, agent_id: str, call_id: str, disposition: str, note: str) -> dict:
         self._agent(agent_id)
+        self.asked.append(call_id)
         if call_id not in self.calls:
             raise DeskError(404, "unknown call")
         if disposition not in self.dispositions or len(note) > 1000:

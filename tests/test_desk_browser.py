@@ -179,6 +179,7 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     assert "VERIFIED" in identity and "unverified" not in identity
     assert text(driver, "pop-member") == "Active (AKTIF)"
     assert text(driver, "pop-ivr") == "1:14"
+    assert text(driver, "pop-queue").endswith("(waiting)")
     transcript = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#pop-transcript li")]
     assert transcript[0].startswith("Selamat datang") and len(transcript) == 5
     assert [k.text for k in driver.find_elements(By.CSS_SELECTOR, "#pop-keys span")] == ["1", "1", "0"]
@@ -194,6 +195,7 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     wait_for(driver, lambda: text(driver, "pop-phase") == "Connected"
              and text(driver, "agent-state") == "On a call")
     wait_for(driver, lambda: len(rows()) == 2)
+    assert "(waiting)" not in text(driver, "pop-queue")
     screenshot(driver, "desk-connected-verified-1366x768.png")
 
     served.do("end", "agent1", "1764640000.101")
