@@ -105,9 +105,9 @@ class FakeDesk:
         self.waiting = [dict(e) for e in entries]
         self._broadcast("queue", self.queue())
 
-    def ring(self, agent_id: str, call_id: str, kind: str = "caller") -> None:
+    def ring(self, agent_id: str, call_id: str, kind: str | None = None) -> None:
         self._agent(agent_id).update(state="ringing", call_id=call_id)
-        self._push(agent_id, "ringing", {"call_id": call_id, "kind": kind})
+        self._push(agent_id, "ringing", {"call_id": call_id, **({"kind": kind} if kind else {})})
         self._push(agent_id, "me", self.me(agent_id))
 
     def connect(self, agent_id: str, call_id: str) -> None:

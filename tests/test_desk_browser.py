@@ -197,6 +197,10 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     wait_for(driver, lambda: len(rows()) == 2)
     assert "(waiting)" not in text(driver, "pop-queue")
     screenshot(driver, "desk-connected-verified-1366x768.png")
+    driver.set_window_size(800, 768)             # a half-screen window beside the softphone
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 800
+    screenshot(driver, "desk-connected-verified-800x768.png")
+    driver.set_window_size(1366, 768)
 
     served.do("end", "agent1", "1764640000.101")
     wait_for(driver, lambda: shown(driver, "wrapup-form") and text(driver, "pop-phase") == "Call ended")
@@ -228,6 +232,15 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     assert text(driver, "pop-member") == "not known (unverified)"
     assert CARD not in driver.find_element(By.TAG_NAME, "body").text
     assert shown(driver, "pop-history-none")
+
+    # a callback's turn: the same pop, marked as a callback (kind from the queue board)
+    callback = unverified_call("cb-17")
+    callback["transfer_reason"] = "locked"
+    served.do("add_call", callback)
+    served.do("ring", "agent1", "cb-17")
+    wait_for(driver, lambda: text(driver, "pop-callid") == "cb-17"
+             and text(driver, "pop-reason") == "Locked after failed verifications")
+    assert text(driver, "pop-kind").startswith("Callback")
 
     # the desk loses Asterisk, then gets it back
     assert not shown(driver, "banner-asterisk")

@@ -14,6 +14,7 @@ from yarl import URL
 
 from ivr.config import Settings
 from ivr.desk import accounts as accounts_module
+from ivr.desk import web as web_module
 from ivr.desk.accounts import Accounts, LoginThrottle, hash_password, verify_password
 from ivr.desk.errors import DeskError
 from ivr.desk.sessions import Sessions
@@ -190,6 +191,46 @@ async def test_a_session_expires(desk, agent1):
     async with agent1.get("/api/me") as response:
         assert response.status == 401
     assert desk.sessions.sweep() == {"agent1"}
+
+
+async def test_agents_whose_sessions_expired_are_logged_out_of_the_queue(monkeypatch):
+    monkeypatch.setattr(web_module, "SWEEP_SECONDS", 0.05)
+    clock, fake = Clock(), FakeDesk()
+    sessions = Sessions(lifetime=60.0, clock=clock)
+    settings = Settings.from_env({}, desk_keepalive_seconds=0.2)
+    async with running_desk_web(fake, Accounts.demo(PASSWORD), settings, host="127.0.0.1",
+                                port=0, sessions=sessions) as url:
+        harness = Harness(url, fake, clock, sessions)
+        async with harness.client() as one, harness.client() as two:
+            assert (await harness.login(one)).status == 303
+            clock.now += 30
+            assert (await harness.login(two)).status == 303      # agent1 again, later
+            clock.now += 31                                      # the first one expires
+            await asyncio.sleep(0.3)
+            assert ("logged_out", "agent1") not in fake.happened
+            clock.now += 30                                      # and the second
+            async with asyncio.timeout(5):
+                while ("logged_out", "agent1") not in fake.happened:
+                    await asyncio.sleep(0.05)
+
+
+async def test_shutting_down_closes_open_streams():
+    fake = FakeDesk()
+    settings = Settings.from_env({}, desk_keepalive_seconds=30.0)
+    async with asyncio.timeout(20):             # a guard against a hang, not a timing goal
+        async with running_desk_web(fake, Accounts.demo(PASSWORD), settings,
+                                    host="127.0.0.1", port=0) as url:
+            harness = Harness(url, fake, Clock(), Sessions())
+            client = harness.client()
+            assert (await harness.login(client)).status == 303
+            stream = await client.get("/api/events")
+            await read_events(stream, {"asterisk"})
+            assert fake.streams("agent1") == 1
+        assert fake.streams("agent1") == 0
+        while not stream.content.at_eof():          # the stream was ended, not cut
+            await stream.content.read()
+        stream.close()
+        await client.close()
 
 
 async def test_logout_ends_the_session_and_its_event_stream(desk, agent1):

@@ -264,7 +264,9 @@ async function openCall(callId, phase, eventData) {
   }
   call.phase = phase;
   if (phase !== "ringing" && !call.answeredAt) call.answeredAt = Date.now();
+  const waiting = queueSnapshot.waiting.find((entry) => entry.call_id === callId);
   if (eventData.kind) call.kind = eventData.kind;
+  else if (!call.kind && waiting) call.kind = waiting.kind;
   renderPhase();
   try {
     const context = await api("/api/calls/" + encodeURIComponent(callId));
