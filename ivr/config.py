@@ -77,6 +77,28 @@ class Settings:
     ami_secret: str = field(default="", metadata={"env": "IVR_AMI_SECRET"})
     desk_queue: str = field(default="agents", metadata={"env": "IVR_DESK_QUEUE"})
 
+    # Agent desk, web side (issue 9): the agents' page and its JSON/SSE interface.
+    # Agents file (TOML) or, when empty, the demo agents agent1/agent2 with IVR_AGENT_PASSWORD.
+    desk_host: str = field(default="127.0.0.1", metadata={"env": "IVR_DESK_HOST"})
+    desk_port: int = field(default=8080, metadata={"env": "IVR_DESK_PORT"})
+    desk_agents: str = field(default="", metadata={"env": "IVR_DESK_AGENTS"})
+    agent_password: str = field(default="", metadata={"env": "IVR_AGENT_PASSWORD"})
+    desk_dispositions: str = field(
+        default="answered,escalated_to_branch,data_update_needed,complaint,other",
+        metadata={"env": "IVR_DESK_DISPOSITIONS"})
+    # The page's origin as browsers see it (e.g. https://desk.example behind a TLS proxy);
+    # empty: the request's own scheme and Host. An https origin makes the cookie Secure.
+    desk_origin: str = field(default="", metadata={"env": "IVR_DESK_ORIGIN"})
+    desk_session_hours: float = field(default=12.0, metadata={"env": "IVR_DESK_SESSION_HOURS"})
+    # Failed logins allowed within the window, per user name and per client address
+    desk_login_failures: int = field(default=5, metadata={"env": "IVR_DESK_LOGIN_FAILURES"})
+    desk_login_address_failures: int = field(
+        default=20, metadata={"env": "IVR_DESK_LOGIN_ADDRESS_FAILURES"})
+    desk_login_window_minutes: float = field(
+        default=15.0, metadata={"env": "IVR_DESK_LOGIN_WINDOW_MINUTES"})
+    desk_keepalive_seconds: float = field(
+        default=15.0, metadata={"env": "IVR_DESK_KEEPALIVE_SECONDS"})
+
     log_level: str = field(default="INFO", metadata={"env": "IVR_LOG_LEVEL"})
 
     @classmethod
@@ -104,6 +126,10 @@ class Settings:
         if self.membership_url:
             return self.membership_url.rstrip("/")
         return f"http://{self.embedded_membership_host}:{self.embedded_membership_port}"
+
+    @property
+    def desk_disposition_list(self) -> list[str]:
+        return [d.strip() for d in self.desk_dispositions.split(",") if d.strip()]
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str]]:
