@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 # Agent ids and interfaces go into AMI headers: a strict pattern keeps newlines and other
 # header-breaking characters out by construction.
 AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
-INTERFACE = re.compile(r"[A-Za-z]+/[A-Za-z0-9_.@-]{1,64}")
+INTERFACE = re.compile(r"[A-Za-z]+/[A-Za-z0-9_.@-]{1,64}(/n)?")   # Local/x@ctx/n too
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256          # longer input is refused before it reaches scrypt
 
@@ -181,14 +181,16 @@ class Accounts:
         return cls(agents, throttle)
 
     @classmethod
-    def demo(cls, password: str, throttle: LoginThrottle | None = None) -> "Accounts":
-        """agent1 and agent2 (softphones PJSIP/agent1, PJSIP/agent2), one password."""
+    def demo(cls, password: str, throttle: LoginThrottle | None = None, *,
+             interface: str = "PJSIP/{agent}") -> "Accounts":
+        """agent1 and agent2 with one password; ``interface`` is how the queue rings them
+        (their softphones PJSIP/agent1, PJSIP/agent2 unless said otherwise)."""
         _check_new_password(password)
-        return cls([Agent(f"agent{i}", f"Agent {i}", f"PJSIP/agent{i}", hash_password(password))
-                    for i in (1, 2)], throttle)
+        return cls([Agent(f"agent{i}", f"Agent {i}", interface.format(agent=f"agent{i}"),
+                          hash_password(password)) for i in (1, 2)], throttle)
 
     @classmethod
-    def from_settings(cls, settings) -> "Accounts":
+    def from_settings(cls, settings, *, demo_interface: str = "PJSIP/{agent}") -> "Accounts":
         throttle = LoginThrottle(per_user=settings.desk_login_failures,
                                  per_address=settings.desk_login_address_failures,
                                  window=settings.desk_login_window_minutes * 60)
@@ -196,7 +198,7 @@ class Accounts:
             return cls.load(settings.desk_agents, throttle)
         if not settings.agent_password:
             raise ValueError("IVR_DESK_AGENTS or IVR_AGENT_PASSWORD must be set for the desk")
-        return cls.demo(settings.agent_password, throttle)
+        return cls.demo(settings.agent_password, throttle, interface=demo_interface)
 
     def get(self, agent_id: str) -> Agent | None:
         return self._agents.get(agent_id)
