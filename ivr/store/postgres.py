@@ -83,10 +83,14 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self._url = url           # may hold a password: never logged
         self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        if self._pool is not None:
-            return
+        async with self._opening:     # the forwarder and its owner may both open it
+            if self._pool is None:
+                await self._open()
+
+    async def _open(self) -> None:
         try:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=POOL_SIZE,
                                              timeout=CONNECT_SECONDS,

@@ -89,10 +89,14 @@ class SqliteStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._write = asyncio.Lock()
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        if self._db is not None:
-            return
+        async with self._opening:     # the forwarder and its owner may both open it
+            if self._db is None:
+                await self._open()
+
+    async def _open(self) -> None:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
