@@ -25,6 +25,8 @@ from .membership.client import MembershipClient
 from .names import INHERITED, Outcome, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
+from .store import open_store
+from .store.forwarder import RecordForwarder
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,8 @@ class HotlineApp:
 @contextlib.asynccontextmanager
 async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
     """Everything a call needs, opened in order and closed in reverse: the embedded
-    membership service (when no URL is configured), its client, the lockout store and the
-    call-record writer."""
+    membership service (when no URL is configured), its client, the lockout store, the
+    call-record writer and the forwarder of its records into the desk's store."""
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_membership:
             from .membership.reference import run_reference_service
@@ -165,7 +167,15 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
                                salt=settings.lockout_salt)
         await lockout.open()
         stack.push_async_callback(lockout.close)
-        records = RecordWriter(settings.call_records)
+        # The store's record forwarder stops after the writer has drained (exit order is
+        # reverse), so that the last records of a run reach the store too.
+        store = open_store(settings)
+        stack.push_async_callback(store.close)
+        outbox = settings.store_outbox if settings.call_records == "-" else None
+        forwarder = RecordForwarder(store, outbox or settings.call_records)
+        await forwarder.start()
+        stack.push_async_callback(forwarder.stop)
+        records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake)
         stack.callback(records.close)
         yield HotlineApp(settings, membership, lockout, records,
                          durations=prompt_durations(settings))

@@ -54,6 +54,17 @@ class Settings:
         default_factory=lambda: str(_var_dir() / "state.sqlite3"),
         metadata={"env": "IVR_STATE_DB"})
 
+    # Store of the agent desk (ivr.store): PostgreSQL when a postgresql:// URL is set, else
+    # the SQLite file; the IVR forwards its call records there (from IVR_CALL_RECORDS, or
+    # from the outbox file when the records go to standard output, "-")
+    store_url: str = field(default="", metadata={"env": "IVR_STORE_URL"})
+    store_db: str = field(
+        default_factory=lambda: str(_var_dir() / "store.sqlite3"),
+        metadata={"env": "IVR_STORE_DB"})
+    store_outbox: str = field(
+        default_factory=lambda: str(_var_dir() / "calls-outbox.jsonl"),
+        metadata={"env": "IVR_STORE_OUTBOX"})
+
     # Lockout (failed verifications within the window)
     lockout_identifier_failures: int = field(
         default=5, metadata={"env": "IVR_LOCKOUT_IDENTIFIER_FAILURES"})

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,24 @@ _STOP = object()
 
 
 class RecordWriter:
-    """Appends records to a JSON-lines file (``-`` for standard output)."""
+    """Appends records to a JSON-lines file (``-`` for standard output).
 
-    def __init__(self, path: str) -> None:
+    ``copy_to``: a second file that gets every line too (the store's outbox when the
+    records go to standard output); ``on_written`` is called, on the writer's thread,
+    after each batch (the record forwarder wakes up)."""
+
+    def __init__(self, path: str, *, copy_to: str | None = None,
+                 on_written: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.copy_to = copy_to
+        self.on_written = on_written
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
-        if path != "-":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for target in (path, copy_to):
+            if target and target != "-":
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
     def write(self, record: CallRecord) -> None:
@@ -76,8 +85,7 @@ class RecordWriter:
     def _run(self) -> None:
         # One os.write per batch on an O_APPEND descriptor: several worker processes can
         # share one file without interleaving their lines.
-        fd = 1 if self.path == "-" else os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                                                 0o640)
+        fds = [self._open(target) for target in (self.path, self.copy_to) if target]
         try:
             while True:
                 lines = [self._queue.get()]
@@ -85,20 +93,33 @@ class RecordWriter:
                     lines.append(self._queue.get())
                 stop = lines[-1] is _STOP
                 batch = [line for line in lines if line is not _STOP]
-                data = "".join(batch).encode()
-                try:
-                    while data:
-                        data = data[os.write(fd, data):]
-                except OSError:
-                    log.exception("could not write %d call records", len(batch))
+                encoded = "".join(batch).encode()
+                for fd in fds:
+                    data = encoded
+                    try:
+                        while data:
+                            data = data[os.write(fd, data):]
+                    except OSError:
+                        log.exception("could not write %d call records", len(batch))
+                if batch and self.on_written is not None:
+                    try:
+                        self.on_written()
+                    except Exception:
+                        log.exception("call records written: the listener failed")
                 with self._idle:
                     self._pending -= len(batch)
                     self._idle.notify_all()
                 if stop:
                     return
         finally:
-            if fd != 1:
-                os.close(fd)
+            for fd in fds:
+                if fd != 1:
+                    os.close(fd)
+
+    @staticmethod
+    def _open(target: str) -> int:
+        return 1 if target == "-" else os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                               0o640)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every queued record is written (for tests and shutdown)."""

@@ -75,6 +75,7 @@ def settings(membership_url, tmp_path) -> Settings:
                              membership_url=membership_url,
                              call_records=str(EVIDENCE / f"calls-{tmp_path.name}.jsonl"),
                              state_db=str(tmp_path / "state.sqlite3"),
+                             store_db=str(tmp_path / "store.sqlite3"),
                              sounds_dir=str(tmp_path / "no-sounds"),
                              lockout_salt="test-salt", hold_prompt_after=0.5)
 

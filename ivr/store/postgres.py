@@ -1,0 +1,254 @@
+"""The store in PostgreSQL (asyncpg), for several IVR servers and desks.
+
+A small pool; when the server goes away the pool's connections break and the next use
+raises ``StoreUnavailable``, and once it is back the pool connects again by itself. Same
+tables and meaning as ``ivr.store.sqlite``, with times as ``timestamptz``.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator
+
+import asyncpg
+
+from . import StoreUnavailable
+from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, check_card, check_text, iso, now,
+                   parse_time, queue_out, record_out, record_row, since)
+
+POOL_SIZE = 4
+CONNECT_SECONDS = 5.0
+COMMAND_SECONDS = 10.0
+_SCHEMA_LOCK = 0x1500400      # advisory lock: two processes creating the schema at once
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id text PRIMARY KEY,
+    started_at timestamptz, ended_at timestamptz, participant_ref text, outcome text,
+    transfer_reason text, verified boolean,
+    record jsonb,           -- the whole call record; NULL until it arrives
+    card text               -- the verified card number, set by the desk only
+);
+CREATE INDEX IF NOT EXISTS calls_participant ON calls (participant_ref, started_at);
+CREATE TABLE IF NOT EXISTS queue_calls (
+    call_id text PRIMARY KEY, kind text, joined_at timestamptz, answered_at timestamptz,
+    answered_by text, left_at timestamptz, result text
+);
+CREATE TABLE IF NOT EXISTS wrapups (
+    call_id text PRIMARY KEY, agent text NOT NULL, disposition text NOT NULL,
+    note text NOT NULL, at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id bigserial PRIMARY KEY, agent text NOT NULL, call_id text NOT NULL,
+    action text NOT NULL, at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
+CREATE TABLE IF NOT EXISTS forwarder_offsets (
+    source text PRIMARY KEY, position bigint NOT NULL, at timestamptz NOT NULL
+);
+"""
+
+_PUT_RECORD = """
+INSERT INTO calls (call_id, started_at, ended_at, participant_ref, outcome, transfer_reason,
+                   verified, record)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+ON CONFLICT (call_id) DO UPDATE SET
+    started_at = excluded.started_at, ended_at = excluded.ended_at,
+    participant_ref = excluded.participant_ref, outcome = excluded.outcome,
+    transfer_reason = excluded.transfer_reason, verified = excluded.verified,
+    record = excluded.record
+"""
+
+# As in ivr.store.sqlite: a join after the last queue episode ended starts a new one.
+_NEW_EPISODE = "queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at"
+_JOIN = f"""
+INSERT INTO queue_calls (call_id, kind, joined_at) VALUES ($1, $2, $3)
+ON CONFLICT (call_id) DO UPDATE SET
+    kind = excluded.kind,
+    joined_at = CASE WHEN {_NEW_EPISODE} THEN excluded.joined_at
+                     ELSE coalesce(queue_calls.joined_at, excluded.joined_at) END,
+    answered_at = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.answered_at END,
+    answered_by = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.answered_by END,
+    left_at = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.left_at END,
+    result = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.result END
+"""
+
+# What "the server is not there (now)" looks like through asyncpg.
+_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
+                asyncpg.exceptions.InsufficientResourcesError)
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        self._url = url           # may hold a password: never logged
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._opening:     # the forwarder and its owner may both open it
+            if self._pool is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(self._url, min_size=1, max_size=POOL_SIZE,
+                                             timeout=CONNECT_SECONDS,
+                                             command_timeout=COMMAND_SECONDS)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {type(exc).__name__}") from exc
+        try:
+            async with self._guard(pool) as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                await conn.execute(_SCHEMA)
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), CONNECT_SECONDS)
+            except (asyncio.TimeoutError, *_UNAVAILABLE):
+                pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, pool: asyncpg.Pool | None = None
+                     ) -> AsyncIterator[asyncpg.Connection]:
+        pool = pool or self._pool
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with pool.acquire(timeout=CONNECT_SECONDS) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._guard() as conn, conn.transaction():
+            yield conn
+
+    async def _fetch(self, sql: str, *args) -> list:
+        async with self._guard() as conn:
+            return await conn.fetch(sql, *args)
+
+    # -- call records ---------------------------------------------------------------------
+
+    async def put_records(self, records: list[dict], source: str, offset: int) -> None:
+        check_text(source, "source", MAX_TEXT)
+        rows = {}
+        for record in records:                 # the last of one call id wins, as in a file
+            row = record_row(record)
+            rows[row.call_id] = (row.call_id, row.started_at, row.ended_at,
+                                 row.participant_ref, row.outcome, row.transfer_reason,
+                                 row.verified, row.body)
+        async with self._transaction() as conn:
+            if rows:
+                await conn.executemany(_PUT_RECORD, list(rows.values()))
+            await conn.execute(
+                "INSERT INTO forwarder_offsets (source, position, at) VALUES ($1, $2, now()) "
+                "ON CONFLICT (source) DO UPDATE SET position = excluded.position, at = now()",
+                source, int(offset))
+
+    async def forwarded_offset(self, source: str) -> int:
+        rows = await self._fetch("SELECT position FROM forwarder_offsets WHERE source = $1",
+                                 source)
+        return rows[0][0] if rows else 0
+
+    async def get_record(self, call_id: str) -> dict | None:
+        rows = await self._fetch("SELECT record, card FROM calls WHERE call_id = $1", call_id)
+        if not rows or rows[0][0] is None:
+            return None
+        return record_out(rows[0][0], rows[0][1])
+
+    async def set_card(self, call_id: str, card: str) -> None:
+        args = (check_text(call_id, "call_id"), check_card(card))
+        async with self._transaction() as conn:
+            await conn.execute("INSERT INTO calls (call_id, card) VALUES ($1, $2) "
+                               "ON CONFLICT (call_id) DO UPDATE SET card = excluded.card", *args)
+
+    # -- queue history ----------------------------------------------------------------------
+
+    async def queue_joined(self, call_id: str, at: str, kind: str = "caller") -> None:
+        args = (check_text(call_id, "call_id"), check_text(kind, "kind"), parse_time(at))
+        async with self._transaction() as conn:
+            await conn.execute(_JOIN, *args)
+
+    async def queue_answered(self, call_id: str, agent: str, at: str) -> None:
+        args = (check_text(call_id, "call_id"), parse_time(at), check_text(agent, "agent"))
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO queue_calls (call_id, answered_at, answered_by) VALUES ($1, $2, $3) "
+                "ON CONFLICT (call_id) DO UPDATE SET answered_at = excluded.answered_at, "
+                "answered_by = excluded.answered_by", *args)
+
+    async def queue_left(self, call_id: str, result: str, at: str) -> None:
+        if result not in QUEUE_RESULTS:
+            raise ValueError("invalid queue result")
+        args = (check_text(call_id, "call_id"), parse_time(at), result)
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO queue_calls (call_id, left_at, result) VALUES ($1, $2, $3) "
+                "ON CONFLICT (call_id) DO UPDATE SET left_at = excluded.left_at, "
+                "result = excluded.result", *args)
+
+    async def get_queue(self, call_id: str) -> dict | None:
+        rows = await self._fetch(
+            "SELECT joined_at, answered_at, left_at, answered_by, result FROM queue_calls "
+            "WHERE call_id = $1", call_id)
+        return queue_out(*rows[0]) if rows else None
+
+    # -- wrap-ups, history, audit -----------------------------------------------------------
+
+    async def put_wrapup(self, call_id: str, agent: str, disposition: str, note: str) -> dict:
+        at = now()
+        wrapup = {"agent": check_text(agent, "agent"),
+                  "disposition": check_text(disposition, "disposition"),
+                  "note": check_text(note, "note", MAX_TEXT, empty=True), "at": iso(at)}
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO wrapups (call_id, agent, disposition, note, at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id) DO UPDATE SET "
+                "agent = excluded.agent, disposition = excluded.disposition, "
+                "note = excluded.note, at = excluded.at",
+                check_text(call_id, "call_id"), wrapup["agent"], wrapup["disposition"],
+                wrapup["note"], at)
+        return wrapup
+
+    async def get_wrapup(self, call_id: str) -> dict | None:
+        rows = await self._fetch(
+            "SELECT agent, disposition, note, at FROM wrapups WHERE call_id = $1", call_id)
+        if not rows:
+            return None
+        agent, disposition, note, at = rows[0]
+        return {"agent": agent, "disposition": disposition, "note": note, "at": iso(at)}
+
+    async def history(self, participant_ref: str, exclude_call_id: str, days: int = 30
+                      ) -> list[dict]:
+        rows = await self._fetch(
+            "SELECT c.call_id, c.started_at, c.outcome, c.transfer_reason, w.disposition "
+            "FROM calls c LEFT JOIN wrapups w ON w.call_id = c.call_id "
+            "WHERE c.participant_ref = $1 AND c.call_id <> $2 AND c.started_at >= $3 "
+            "ORDER BY c.started_at DESC LIMIT $4",
+            participant_ref, exclude_call_id, since(days), HISTORY_LIMIT)
+        return [{"call_id": call_id, "started_at": iso(started), "outcome": outcome,
+                 "transfer_reason": reason, "disposition": disposition}
+                for call_id, started, outcome, reason, disposition in rows]
+
+    async def audit(self, agent: str, call_id: str, action: str) -> None:
+        args = (check_text(agent, "agent"), check_text(call_id, "call_id"),
+                check_text(action, "action", MAX_TEXT), now())
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit (agent, call_id, action, at) VALUES ($1, $2, $3, $4)", *args)
+
+    async def audit_log(self, call_id: str | None = None) -> list[dict]:
+        if call_id is None:
+            rows = await self._fetch("SELECT agent, call_id, action, at FROM audit ORDER BY id")
+        else:
+            rows = await self._fetch("SELECT agent, call_id, action, at FROM audit "
+                                     "WHERE call_id = $1 ORDER BY id", call_id)
+        return [{"agent": a, "call_id": c, "action": x, "at": iso(at)} for a, c, x, at in rows]

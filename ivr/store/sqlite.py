@@ -1,0 +1,269 @@
+"""The store in one SQLite file (aiosqlite), the default engine.
+
+The IVR (its record forwarder) and the desk are two processes sharing the file: WAL lets
+readers go on while one writes; every write is one ``BEGIN IMMEDIATE`` transaction, which
+takes the file's write lock at once (waiting up to ``BUSY_MS`` for the other process)
+instead of failing half-way when a read transaction would have to become a write one.
+Reads fetch whole results: no cursor stays open across an await (see ``ivr.lockout``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiosqlite
+
+from . import StoreUnavailable
+from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, canonical, check_card, check_text,
+                   iso, now, parse_time, queue_out, record_out, record_row, since)
+
+BUSY_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    started_at TEXT, ended_at TEXT, participant_ref TEXT, outcome TEXT,
+    transfer_reason TEXT, verified INTEGER,
+    record TEXT,            -- the whole call record (JSON); NULL until it arrives
+    card TEXT               -- the verified card number, set by the desk only
+);
+CREATE INDEX IF NOT EXISTS calls_participant ON calls (participant_ref, started_at);
+CREATE TABLE IF NOT EXISTS queue_calls (
+    call_id TEXT PRIMARY KEY, kind TEXT, joined_at TEXT, answered_at TEXT,
+    answered_by TEXT, left_at TEXT, result TEXT
+);
+CREATE TABLE IF NOT EXISTS wrapups (
+    call_id TEXT PRIMARY KEY, agent TEXT NOT NULL, disposition TEXT NOT NULL,
+    note TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL, call_id TEXT NOT NULL,
+    action TEXT NOT NULL, at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
+CREATE TABLE IF NOT EXISTS forwarder_offsets (
+    source TEXT PRIMARY KEY, position INTEGER NOT NULL, at TEXT NOT NULL
+);
+"""
+
+_PUT_RECORD = """
+INSERT INTO calls (call_id, started_at, ended_at, participant_ref, outcome, transfer_reason,
+                   verified, record)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    started_at = excluded.started_at, ended_at = excluded.ended_at,
+    participant_ref = excluded.participant_ref, outcome = excluded.outcome,
+    transfer_reason = excluded.transfer_reason, verified = excluded.verified,
+    record = excluded.record
+"""
+
+# A join after the call's last queue episode ended starts a new one; otherwise the first
+# join seen stands (a resync repeats joins).
+_JOIN = """
+INSERT INTO queue_calls (call_id, kind, joined_at) VALUES (?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    kind = excluded.kind,
+    joined_at = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
+                     THEN excluded.joined_at
+                     ELSE coalesce(queue_calls.joined_at, excluded.joined_at) END,
+    answered_at = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
+                       THEN NULL ELSE queue_calls.answered_at END,
+    answered_by = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
+                       THEN NULL ELSE queue_calls.answered_by END,
+    left_at = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
+                   THEN NULL ELSE queue_calls.left_at END,
+    result = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
+                  THEN NULL ELSE queue_calls.result END
+"""
+
+
+def _time(value: str | None):
+    return None if value is None else parse_time(value)
+
+
+class SqliteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._write = asyncio.Lock()
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._opening:     # the forwarder and its owner may both open it
+            if self._db is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open the SQLite store: {exc}") from exc
+        try:
+            await db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            # NORMAL: a commit is not an fsync; a power cut may lose the last batches
+            # forwarded, with their offset, so they are forwarded again: nothing is lost.
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreUnavailable(f"cannot prepare the SQLite store: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("the store is not open")
+        return self._db
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._conn()
+        async with self._write:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:   # locked past BUSY_MS, disk errors
+                raise StoreUnavailable(str(exc)) from exc
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailable(str(exc)) from exc
+                raise
+
+    async def _fetch(self, sql: str, args: tuple = ()) -> list:
+        try:
+            return list(await self._conn().execute_fetchall(sql, args))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # -- call records ---------------------------------------------------------------------
+
+    async def put_records(self, records: list[dict], source: str, offset: int) -> None:
+        check_text(source, "source", MAX_TEXT)
+        rows = {}
+        for record in records:                 # the last of one call id wins, as in a file
+            row = record_row(record)
+            rows[row.call_id] = (row.call_id, iso(row.started_at), iso(row.ended_at),
+                                 row.participant_ref, row.outcome, row.transfer_reason,
+                                 int(row.verified), row.body)
+        async with self._transaction() as db:
+            if rows:
+                await db.executemany(_PUT_RECORD, list(rows.values()))
+            await db.execute(
+                "INSERT INTO forwarder_offsets (source, position, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET position = excluded.position, at = excluded.at",
+                (source, int(offset), iso(now())))
+
+    async def forwarded_offset(self, source: str) -> int:
+        rows = await self._fetch("SELECT position FROM forwarder_offsets WHERE source = ?",
+                                 (source,))
+        return rows[0][0] if rows else 0
+
+    async def get_record(self, call_id: str) -> dict | None:
+        rows = await self._fetch("SELECT record, card FROM calls WHERE call_id = ?", (call_id,))
+        if not rows or rows[0][0] is None:
+            return None
+        return record_out(rows[0][0], rows[0][1])
+
+    async def set_card(self, call_id: str, card: str) -> None:
+        args = (check_text(call_id, "call_id"), check_card(card))
+        async with self._transaction() as db:
+            await db.execute("INSERT INTO calls (call_id, card) VALUES (?, ?) "
+                             "ON CONFLICT (call_id) DO UPDATE SET card = excluded.card", args)
+
+    # -- queue history ----------------------------------------------------------------------
+
+    async def queue_joined(self, call_id: str, at: str, kind: str = "caller") -> None:
+        args = (check_text(call_id, "call_id"), check_text(kind, "kind"), canonical(at))
+        async with self._transaction() as db:
+            await db.execute(_JOIN, args)
+
+    async def queue_answered(self, call_id: str, agent: str, at: str) -> None:
+        args = (check_text(call_id, "call_id"), canonical(at), check_text(agent, "agent"))
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO queue_calls (call_id, answered_at, answered_by) VALUES (?, ?, ?) "
+                "ON CONFLICT (call_id) DO UPDATE SET answered_at = excluded.answered_at, "
+                "answered_by = excluded.answered_by", args)
+
+    async def queue_left(self, call_id: str, result: str, at: str) -> None:
+        if result not in QUEUE_RESULTS:
+            raise ValueError("invalid queue result")
+        args = (check_text(call_id, "call_id"), canonical(at), result)
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO queue_calls (call_id, left_at, result) VALUES (?, ?, ?) "
+                "ON CONFLICT (call_id) DO UPDATE SET left_at = excluded.left_at, "
+                "result = excluded.result", args)
+
+    async def get_queue(self, call_id: str) -> dict | None:
+        rows = await self._fetch(
+            "SELECT joined_at, answered_at, left_at, answered_by, result FROM queue_calls "
+            "WHERE call_id = ?", (call_id,))
+        if not rows:
+            return None
+        joined, answered, left, agent, result = rows[0]
+        return queue_out(_time(joined), _time(answered), _time(left), agent, result)
+
+    # -- wrap-ups, history, audit -----------------------------------------------------------
+
+    async def put_wrapup(self, call_id: str, agent: str, disposition: str, note: str) -> dict:
+        wrapup = {"agent": check_text(agent, "agent"),
+                  "disposition": check_text(disposition, "disposition"),
+                  "note": check_text(note, "note", MAX_TEXT, empty=True), "at": iso(now())}
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO wrapups (call_id, agent, disposition, note, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id) DO UPDATE SET "
+                "agent = excluded.agent, disposition = excluded.disposition, "
+                "note = excluded.note, at = excluded.at",
+                (check_text(call_id, "call_id"), *wrapup.values()))
+        return wrapup
+
+    async def get_wrapup(self, call_id: str) -> dict | None:
+        rows = await self._fetch(
+            "SELECT agent, disposition, note, at FROM wrapups WHERE call_id = ?", (call_id,))
+        if not rows:
+            return None
+        agent, disposition, note, at = rows[0]
+        return {"agent": agent, "disposition": disposition, "note": note, "at": at}
+
+    async def history(self, participant_ref: str, exclude_call_id: str, days: int = 30
+                      ) -> list[dict]:
+        rows = await self._fetch(
+            "SELECT c.call_id, c.started_at, c.outcome, c.transfer_reason, w.disposition "
+            "FROM calls c LEFT JOIN wrapups w ON w.call_id = c.call_id "
+            "WHERE c.participant_ref = ? AND c.call_id <> ? AND c.started_at >= ? "
+            "ORDER BY c.started_at DESC LIMIT ?",
+            (participant_ref, exclude_call_id, iso(since(days)), HISTORY_LIMIT))
+        return [{"call_id": call_id, "started_at": started, "outcome": outcome,
+                 "transfer_reason": reason, "disposition": disposition}
+                for call_id, started, outcome, reason, disposition in rows]
+
+    async def audit(self, agent: str, call_id: str, action: str) -> None:
+        args = (check_text(agent, "agent"), check_text(call_id, "call_id"),
+                check_text(action, "action", MAX_TEXT), iso(now()))
+        async with self._transaction() as db:
+            await db.execute("INSERT INTO audit (agent, call_id, action, at) VALUES (?, ?, ?, ?)",
+                             args)
+
+    async def audit_log(self, call_id: str | None = None) -> list[dict]:
+        if call_id is None:
+            rows = await self._fetch("SELECT agent, call_id, action, at FROM audit ORDER BY id")
+        else:
+            rows = await self._fetch("SELECT agent, call_id, action, at FROM audit "
+                                     "WHERE call_id = ? ORDER BY id", (call_id,))
+        return [{"agent": a, "call_id": c, "action": x, "at": at} for a, c, x, at in rows]

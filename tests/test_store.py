@@ -1,0 +1,274 @@
+"""The store's contract, the same tests for both engines: SQLite in a file, and a real
+PostgreSQL server started for the session (``tests/postgres.py``)."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ivr.config import Settings
+from ivr.store import StoreUnavailable, open_store
+from ivr.store.postgres import PostgresStore
+from ivr.store.sqlite import SqliteStore
+
+from .conftest import free_port
+from .postgres import postgres_server  # noqa: F401  (the session fixture)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqliteStore(str(tmp_path / "store.sqlite3"))
+    else:
+        s = PostgresStore(request.getfixturevalue("postgres_server").new_database())
+    await s.open()
+    yield s
+    await s.close()
+
+
+def ago(**delta) -> str:
+    return (datetime.now(timezone.utc) - timedelta(**delta)).isoformat(timespec="milliseconds")
+
+
+def record(call_id: str, **fields) -> dict:
+    body = {"call_id": call_id, "caller": "0812*****78", "channel": "PJSIP/x-1",
+            "extension": "1500400", "started_at": ago(minutes=5), "ended_at": ago(minutes=4),
+            "outcome": "completed", "transfer_reason": None, "verified": True,
+            "member_status": "AKTIF", "identifier_masked": "0001******890",
+            "participant_ref": "ref-a", "menu_keys": ["1"], "membership_latency_ms": 12.5,
+            "membership_lookups": 1, "time_to_status_ms": None, "missing_prompts": [],
+            "transcript": ["ivr: welcome", "caller: 1"]}
+    body.update(fields)
+    return body
+
+
+async def test_records_come_back_with_their_fields_and_no_card(store):
+    first, second = record("c1"), record("c2", verified=False, participant_ref=None)
+    await store.put_records([first, second], "host:/var/calls.jsonl", 1234)
+    assert await store.get_record("c1") == {**first, "card": None}
+    assert await store.get_record("c2") == {**second, "card": None}
+    assert await store.get_record("nope") is None
+    assert await store.forwarded_offset("host:/var/calls.jsonl") == 1234
+    assert await store.forwarded_offset("other") == 0
+
+
+async def test_a_record_sent_again_is_stored_once_and_a_newer_one_replaces_it(store):
+    await store.put_records([record("c1"), record("c2", started_at=ago(days=1))], "s", 10)
+    await store.put_records([record("c1"), record("c2", started_at=ago(days=1))], "s", 10)
+    await store.put_records([record("c3", participant_ref="other")], "s", 20)
+    assert [h["call_id"] for h in await store.history("ref-a", "c3")] == ["c1", "c2"]
+    await store.put_records([record("c1", outcome="transferred", transfer_reason="menu")],
+                            "s", 30)
+    assert (await store.get_record("c1"))["outcome"] == "transferred"
+    assert await store.forwarded_offset("s") == 30
+    # one batch holding one call twice: the later line wins, as in the file
+    await store.put_records([record("c4", outcome="error"), record("c4", outcome="abandoned")],
+                            "s", 40)
+    assert (await store.get_record("c4"))["outcome"] == "abandoned"
+
+
+async def test_a_batch_with_a_bad_record_stores_nothing_not_even_its_offset(store):
+    await store.put_records([record("c1")], "s", 100)
+    with pytest.raises(ValueError):
+        await store.put_records([record("c2"), {"caller": "x"}], "s", 200)
+    with pytest.raises(ValueError):
+        await store.put_records([record("c3", started_at="yesterday")], "s", 300)
+    assert await store.get_record("c2") is None and await store.get_record("c3") is None
+    assert await store.forwarded_offset("s") == 100
+
+
+async def test_the_card_may_come_before_or_after_the_record(store):
+    await store.set_card("early", "0001234567890")
+    assert await store.get_record("early") is None     # nothing to show before the record
+    await store.put_records([record("early")], "s", 1)
+    assert (await store.get_record("early"))["card"] == "0001234567890"
+    await store.put_records([record("late")], "s", 2)
+    await store.set_card("late", "0001100000011")
+    got = await store.get_record("late")
+    assert got["card"] == "0001100000011" and got["identifier_masked"] == "0001******890"
+    await store.put_records([record("late")], "s", 3)   # a re-sent record keeps the card
+    assert (await store.get_record("late"))["card"] == "0001100000011"
+
+
+async def test_queue_history_and_the_time_waited(store):
+    await store.queue_joined("q1", "2026-12-01T10:00:00.000+00:00")
+    assert await store.get_queue("q1") == {"joined_at": "2026-12-01T10:00:00.000+00:00",
+                                           "waited_s": None, "answered_by": None,
+                                           "result": None}
+    # a resync repeats the join: the first one stands
+    await store.queue_joined("q1", "2026-12-01T10:00:30.000+00:00")
+    await store.queue_answered("q1", "agent1", "2026-12-01T10:00:42.500+00:00")
+    await store.queue_left("q1", "answered", "2026-12-01T10:05:00.000+00:00")
+    assert await store.get_queue("q1") == {"joined_at": "2026-12-01T10:00:00.000+00:00",
+                                           "waited_s": 42.5, "answered_by": "agent1",
+                                           "result": "answered"}
+    # abandoned: waited until leaving; times in another zone are the same instants
+    await store.queue_joined("q2", "2026-12-01T17:00:00+07:00")
+    await store.queue_left("q2", "abandoned", "2026-12-01T10:01:10Z")
+    assert await store.get_queue("q2") == {"joined_at": "2026-12-01T10:00:00.000+00:00",
+                                           "waited_s": 70.0, "answered_by": None,
+                                           "result": "abandoned"}
+    assert await store.get_queue("never") is None
+
+
+async def test_queue_events_may_come_in_any_order_and_a_later_join_starts_again(store):
+    await store.queue_answered("q1", "agent2", "2026-12-01T10:00:05.000+00:00")
+    await store.queue_joined("q1", "2026-12-01T10:00:00.000+00:00")
+    assert (await store.get_queue("q1"))["waited_s"] == 5.0
+    await store.queue_left("q1", "callback", "2026-12-01T10:00:06.000+00:00")
+    await store.queue_joined("q1", "2026-12-01T11:00:00.000+00:00", kind="callback")
+    assert await store.get_queue("q1") == {"joined_at": "2026-12-01T11:00:00.000+00:00",
+                                           "waited_s": None, "answered_by": None,
+                                           "result": None}
+
+
+async def test_one_wrapup_per_call_the_second_replaces_the_first(store):
+    assert await store.get_wrapup("w1") is None
+    first = await store.put_wrapup("w1", "agent1", "resolved", "paid at the counter")
+    assert first["agent"] == "agent1" and first["disposition"] == "resolved"
+    assert datetime.fromisoformat(first["at"]) > datetime.now(timezone.utc) - timedelta(minutes=1)
+    assert await store.get_wrapup("w1") == first
+    second = await store.put_wrapup("w1", "agent2", "escalated", "")
+    assert await store.get_wrapup("w1") == second != first
+
+
+async def test_history_lists_earlier_contacts_of_one_participant_newest_first(store):
+    await store.put_records([
+        record("now", started_at=ago(minutes=1)),
+        record("yesterday", started_at=ago(days=1), outcome="transferred",
+               transfer_reason="caller_request"),
+        record("last-week", started_at=ago(days=7)),
+        record("long-ago", started_at=ago(days=40)),
+        record("someone-else", participant_ref="ref-b", started_at=ago(days=2)),
+        record("unverified", participant_ref=None, verified=False, started_at=ago(days=2)),
+    ], "s", 1)
+    await store.put_wrapup("yesterday", "agent1", "resolved", "")
+    history = await store.history("ref-a", "now")
+    assert history == [
+        {"call_id": "yesterday", "started_at": history[0]["started_at"],
+         "outcome": "transferred", "transfer_reason": "caller_request",
+         "disposition": "resolved"},
+        {"call_id": "last-week", "started_at": history[1]["started_at"],
+         "outcome": "completed", "transfer_reason": None, "disposition": None}]
+    assert history[0]["started_at"] > history[1]["started_at"]
+    assert [h["call_id"] for h in await store.history("ref-a", "now", days=3)] == ["yesterday"]
+    assert [h["call_id"] for h in await store.history("ref-a", "x", days=60)] == \
+        ["now", "yesterday", "last-week", "long-ago"]
+
+
+async def test_the_audit_keeps_who_opened_which_call(store):
+    await store.audit("agent1", "c1", "context")
+    await store.audit("agent2", "c2", "context")
+    await store.audit("agent1", "c1", "wrapup")
+    everything = await store.audit_log()
+    assert [(a["agent"], a["call_id"], a["action"]) for a in everything] == [
+        ("agent1", "c1", "context"), ("agent2", "c2", "context"), ("agent1", "c1", "wrapup")]
+    assert all(datetime.fromisoformat(a["at"]).tzinfo is not None for a in everything)
+    assert [a["action"] for a in await store.audit_log("c1")] == ["context", "wrapup"]
+    assert await store.audit_log("none") == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.set_card("c1", "0001-234"),
+    lambda s: s.set_card("c1", "０００１２３"),            # digits, but not ASCII ones
+    lambda s: s.set_card("c\x001", "0001234567890"),
+    lambda s: s.set_card("c" * 129, "0001234567890"),
+    lambda s: s.set_card(42, "0001234567890"),
+    lambda s: s.queue_joined("c1", "not a time"),
+    lambda s: s.queue_joined("c1", "2026-12-01T10:00:00", kind=""),
+    lambda s: s.queue_left("c1", "evaporated", "2026-12-01T10:00:00Z"),
+    lambda s: s.queue_answered("c1", "agent\n1", "2026-12-01T10:00:00Z"),
+    lambda s: s.put_wrapup("c1", "agent1", "resolved", "x" * 2001),
+    lambda s: s.put_wrapup("c1", "agent1", "", "note"),
+    lambda s: s.audit("agent1", "", "context"),
+    lambda s: s.put_records([record("ok"), record("c\x00")], "s", 1),
+    lambda s: s.put_records([["not", "a", "record"]], "s", 1),
+])
+async def test_hostile_input_is_refused_before_it_reaches_the_engine(store, call):
+    with pytest.raises(ValueError):
+        await call(store)
+    assert await store.get_record("ok") is None and await store.get_queue("c1") is None
+
+
+async def test_text_is_stored_as_text_never_as_sql(store):
+    evil = "x'); DROP TABLE calls; --"
+    await store.put_records([record(evil, transcript=["a \x00 nul", "ünïcode ✓"])], "s", 1)
+    await store.put_wrapup(evil, "agent1", "resolved", evil)
+    got = await store.get_record(evil)
+    assert got["call_id"] == evil and got["transcript"] == ["a  nul", "ünïcode ✓"]
+    assert (await store.get_wrapup(evil))["note"] == evil
+
+
+async def test_open_is_idempotent_and_the_schema_survives_reopening(store, tmp_path):
+    await store.put_records([record("kept")], "s", 7)
+    await store.open()
+    await store.close()
+    await store.open()
+    assert (await store.get_record("kept"))["call_id"] == "kept"
+    assert await store.forwarded_offset("s") == 7
+
+
+async def test_a_closed_store_is_unavailable(store):
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get_record("c1")
+    with pytest.raises(StoreUnavailable):
+        await store.put_records([record("c1")], "s", 1)
+    await store.open()   # for the fixture's close
+
+
+async def test_an_unreachable_postgres_is_unavailable_and_the_url_is_not_told():
+    s = PostgresStore(f"postgresql://u:hunter2-secret@127.0.0.1:{free_port()}/db")
+    with pytest.raises(StoreUnavailable) as caught:
+        await s.open()
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(StoreUnavailable):
+        await s.get_record("c1")
+
+
+async def test_an_sqlite_file_that_cannot_be_made_is_unavailable(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StoreUnavailable):
+        await SqliteStore(str(tmp_path / "a-file" / "store.sqlite3")).open()
+
+
+def test_open_store_chooses_the_engine_from_the_settings(tmp_path):
+    sqlite = open_store(Settings.from_env({"IVR_STORE_DB": str(tmp_path / "s.db")}))
+    assert isinstance(sqlite, SqliteStore) and sqlite.path == str(tmp_path / "s.db")
+    pg = open_store(Settings.from_env({"IVR_STORE_URL": "postgresql://u:p@db.example/ivr"}))
+    assert isinstance(pg, PostgresStore)
+    with pytest.raises(ValueError) as caught:
+        open_store(Settings.from_env({"IVR_STORE_URL": "mysql://u:topsecret@db/ivr"}))
+    assert "topsecret" not in str(caught.value)
+
+
+_OTHER_PROCESS = textwrap.dedent("""
+    import asyncio, sys
+    from ivr.store.sqlite import SqliteStore
+    async def main():
+        s = SqliteStore(sys.argv[1])
+        await s.open()
+        await asyncio.gather(*(s.audit("agent-b", f"b{i}", "context") for i in range(200)))
+        await s.close()
+    asyncio.run(main())
+""")
+
+
+async def test_two_processes_share_one_sqlite_file(tmp_path):
+    path = str(tmp_path / "shared.sqlite3")
+    mine = SqliteStore(path)
+    await mine.open()
+    other = await asyncio.create_subprocess_exec(sys.executable, "-c", _OTHER_PROCESS, path,
+                                                 stderr=subprocess.PIPE)
+    await asyncio.gather(*(mine.audit("agent-a", f"a{i}", "context") for i in range(200)),
+                         *(mine.put_records([record(f"r{i}")], "s", i) for i in range(50)))
+    _, err = await other.communicate()
+    assert other.returncode == 0, err.decode()[-2000:]
+    log = await mine.audit_log()
+    assert sorted(a["agent"] for a in log) == ["agent-a"] * 200 + ["agent-b"] * 200
+    assert await mine.forwarded_offset("s") == 49
+    await mine.close()
