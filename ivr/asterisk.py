@@ -1,8 +1,9 @@
 """``ivr asterisk``: a real Asterisk 22 in front of the IVR, and ``ivr call --asterisk``: a
 call placed through it.
 
-    ivr asterisk serve    Asterisk, the FastAGI server and the reference membership service
-                          together (the README's run command); Ctrl-C stops all three
+    ivr asterisk serve    Asterisk, the FastAGI server, the reference membership service
+                          and the agent desk together (the README's run command); Ctrl-C
+                          stops them all
     ivr asterisk up       start Asterisk alone, or bring its config and prompts up to date;
                           the first time builds its Debian root (about a minute, needs root)
     ivr asterisk status   "up" or "down" (exit status 0 or 3)
@@ -23,12 +24,13 @@ import contextlib
 import json
 import logging
 import shlex
+import signal
 import sys
 import threading
 import time
 import wave
 
-from .app import serve_until_stopped
+from .app import running_server
 from .config import Settings
 
 # A caller who types ahead needs no more than this between two answers; "_" in --keys.
@@ -81,6 +83,23 @@ def _banner(settings: Settings, sandbox, server) -> None:
     print(HOW_TO_CALL.format(sip=sandbox.sip_address), flush=True)
 
 
+async def serve_with_desk(settings: Settings, sandbox) -> None:
+    """The IVR and the agent desk in one process until SIGINT or SIGTERM."""
+    from .desk.app import credentials_banner, demo_accounts, running_desk, sandbox_settings
+    desk_settings = sandbox_settings(settings, sandbox)
+    accounts = demo_accounts(desk_settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(settings) as (server, _app), \
+            running_desk(desk_settings, accounts=accounts) as (url, _desk):
+        _banner(settings, sandbox, server)
+        print(credentials_banner(url, desk_settings, accounts,
+                                 f"kept in {sandbox.secrets_file}"), flush=True)
+        await stop.wait()
+
+
 def serve(settings: Settings) -> int:
     sandbox = sandbox_for(settings)
     print("starting Asterisk (the first time builds its root, about a minute) ...",
@@ -88,8 +107,7 @@ def serve(settings: Settings) -> int:
     seconds = _up(sandbox)
     print(f"Asterisk up in {seconds:.1f} s: {_where(sandbox)}", flush=True)
     try:
-        asyncio.run(serve_until_stopped(settings,
-                                        lambda server: _banner(settings, sandbox, server)))
+        asyncio.run(serve_with_desk(settings, sandbox))
     finally:
         sandbox.down()
         print("Asterisk stopped", flush=True)

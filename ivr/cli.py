@@ -1,4 +1,4 @@
-"""The ``ivr`` command: serve, membership, call, prompts, config."""
+"""The ``ivr`` command: serve, desk, membership, call, prompts, asterisk, config."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,11 @@ def cmd_prompts(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_asterisk(args: argparse.Namespace, settings: Settings) -> int:
     from .asterisk import main as asterisk_main
     return asterisk_main(args.rest, settings)
+
+
+def cmd_desk(args: argparse.Namespace, settings: Settings) -> int:
+    from .desk.app import main as desk_main
+    return desk_main(settings)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -196,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.set_defaults(func=cmd_call)
     sub.add_parser("config", help="list the IVR_* settings and their defaults"
                    ).set_defaults(func=cmd_config)
+    sub.add_parser("desk", help="the agent desk (web page for agents, fed by Asterisk's AMI)"
+                   ).set_defaults(func=cmd_desk)
     return parser
 
 

@@ -1,0 +1,214 @@
+"""The agent desk against a real Asterisk 22 (the sandbox's instance "desk"), a real IVR
+and the reference membership service: an agent logs in, sets ready, a caller the IVR
+transfers is offered to them by the queue (the agent-phones context's simulated headset
+answers for the agent), and the desk's API and live stream show ringing, connected and
+ended with what the IVR learnt; the wrap-up is stored and every look at a call audited.
+Asterisk is restarted under the desk: it says so and puts the ready agent back.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from dialplan.sandbox import Sandbox
+from ivr.app import running_server
+from ivr.config import Settings
+from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
+
+from .conftest import EVIDENCE
+from .test_asterisk import ACTIVE, PORT_SHIFT, in_use, sounds, status_call  # noqa: F401
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+AGI_PORT, SIP_PORT, AMI_PORT = (16573 + PORT_SHIFT, 17060 + PORT_SHIFT, 17038 + PORT_SHIFT)
+RTP_PORTS = f"{24000 + 2000 * (PORT_SHIFT // 100)}-{25998 + 2000 * (PORT_SHIFT // 100)}"
+PASSWORD = "desk-test-password"
+AGENT_HOLD = 4          # seconds the simulated headset stays on the line
+ASKS_FOR_AN_AGENT = status_call(*ACTIVE) + "WWW0"   # status, then 0 while it plays
+
+
+@pytest.fixture(scope="module")
+def sandbox(sounds):  # noqa: F811
+    env = {k: v for k, v in os.environ.items()
+           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
+    box = Sandbox(name="desk", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
+                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
+                  rtp_ports=RTP_PORTS, agent_password=PASSWORD, env=env)
+    with in_use(box):
+        box.down()
+        box.full_log.unlink(missing_ok=True)
+        box.up(timeout=120)
+        box.cli(f"dialplan set global IVR_DEMO_AGENT_HOLD {AGENT_HOLD}")
+        try:
+            yield box
+        finally:
+            box.down()
+            with contextlib.suppress(FileNotFoundError):
+                (EVIDENCE / "asterisk-desk-full.log").write_bytes(box.full_log.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def settings(membership_url, sounds, tmp_path_factory) -> Settings:  # noqa: F811
+    tmp = tmp_path_factory.mktemp("desk")
+    return Settings.from_env(
+        {}, agi_host="127.0.0.1", agi_port=AGI_PORT, membership_url=membership_url,
+        call_records=str(EVIDENCE / "calls-desk.jsonl"), state_db=str(tmp / "state.sqlite3"),
+        store_db=str(tmp / "store.sqlite3"), sounds_dir=str(sounds), lockout_salt="test-salt",
+        desk_host="127.0.0.1", desk_port=0)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(sandbox, settings):
+    """The IVR and the desk, both on the sandbox; yields the desk's URL and hub."""
+    desk_settings = sandbox_settings(settings, sandbox)
+    accounts = demo_accounts(desk_settings)
+    async with running_server(settings) as (_server, app), \
+            running_desk(desk_settings, accounts=accounts) as (url, desk):
+        await until(lambda: desk.asterisk == "up", "the desk logs in to AMI")
+        yield url, desk, app
+
+
+async def until(predicate, what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.05)
+
+
+class Agent:
+    """An agent's browser, as HTTP: its own cookies, the page's Origin on every change, and
+    the live stream read in the background."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                          headers={"Origin": url})
+        self.events: list[tuple[str, dict]] = []
+        self._reader: asyncio.Task | None = None
+
+    async def login(self, username: str, password: str = PASSWORD) -> None:
+        async with self.http.post(self.url + "/login", allow_redirects=False,
+                                  data={"username": username, "password": password}) as r:
+            assert r.status == 303, await r.text()
+        self._reader = asyncio.create_task(self._read_stream())
+
+    async def _read_stream(self) -> None:
+        async with self.http.get(self.url + "/api/events") as response:
+            assert response.status == 200
+            name, data = "message", ""
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif not line and data:
+                    self.events.append((name, json.loads(data)))
+                    name, data = "message", ""
+
+    def named(self, *names: str) -> list[tuple[str, dict]]:
+        return [(n, d) for n, d in self.events if n in names]
+
+    async def get(self, path: str) -> tuple[int, dict]:
+        async with self.http.get(self.url + path) as r:
+            return r.status, await r.json()
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        async with self.http.post(self.url + path, json=body) as r:
+            return r.status, await r.json()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.http.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def agents(stack):
+    url = stack[0]
+    one, two = Agent(url), Agent(url)
+    await one.login("agent1")
+    await two.login("agent2")
+    yield one, two
+    for agent in (one, two):
+        await agent.post("/api/me/state", {"state": "offline"})
+        await agent.close()
+
+
+async def test_a_transferred_caller_pops_up_verified_and_the_wrap_up_is_kept(
+        stack, agents, sandbox):
+    url, desk, app = stack
+    one, two = agents
+    status, me = await one.post("/api/me/state", {"state": "ready"})
+    assert status == 200 and me["state"] == "ready", me
+    assert "agent1" in sandbox.cli("queue show agents")           # Asterisk has the member
+
+    report = await sandbox.originate_local_async(keys=ASKS_FOR_AN_AGENT, hold=60,
+                                                 caller_id="0811000101", timeout=150)
+    assert report.route["Outcome"] == "transfer" and report.route["Verified"] == "1"
+    call_id = report.route["CallId"]
+    await until(lambda: one.named("ended"), "the call has ended on agent1's stream", 30)
+
+    flow = [(n, d["call_id"]) for n, d in one.named("ringing", "connected", "ended")]
+    assert flow == [("ringing", call_id), ("connected", call_id), ("ended", call_id)]
+    assert two.named("ringing", "connected", "ended") == []       # only the agent offered
+    (_, ringing), = one.named("ringing")
+    assert ringing["transfer_reason"] == "caller_request" and ringing["verified"] is True
+    assert "card" not in ringing                                   # the pop fetches it
+
+    status, context = await one.get(f"/api/calls/{call_id}")
+    assert status == 200
+    assert context["verified"] is True and context["card"] == ACTIVE[0]
+    assert context["member_status"] == "AKTIF" and context["transfer_reason"] == "caller_request"
+    assert context["identifier_masked"] == "0001******890"
+    assert context["transcript"] and ACTIVE[0] not in json.dumps(context["transcript"])
+    assert context["menu_keys"][-1] == "0" and context["ivr_seconds"] > 0
+    assert context["queue"]["answered_by"] == "agent1" and context["queue"]["waited_s"] >= 0
+    status, me = await one.get("/api/me")
+    assert me["state"] == "wrap_up" and me["call_id"] == call_id
+
+    # Another agent may not see the number of a call they did not handle.
+    status, theirs = await two.get(f"/api/calls/{call_id}")
+    assert status == 200 and theirs["verified"] is True and theirs["card"] is None
+
+    status, saved = await one.post(f"/api/calls/{call_id}/wrapup",
+                                   {"disposition": "answered", "note": "status explained"})
+    assert status == 200 and saved["disposition"] == "answered"
+    status, context = await one.get(f"/api/calls/{call_id}")
+    assert context["wrapup"]["note"] == "status explained"
+    assert context["queue"]["result"] == "answered"
+    await until(lambda: desk.me("agent1")["state"] == "ready", "agent1 is ready again")
+    seen = await desk.store.audit_log(call_id)
+    assert {(e["agent"], e["action"]) for e in seen} >= {("agent1", "view_context"),
+                                                         ("agent2", "view_context")}
+
+
+async def test_the_desk_says_when_it_loses_asterisk_and_puts_ready_agents_back(
+        stack, agents, sandbox):
+    url, desk, _app = stack
+    one, _two = agents
+    status, me = await one.post("/api/me/state", {"state": "ready"})
+    assert me["state"] == "ready"
+    sandbox.down()
+    await until(lambda: desk.asterisk != "up", "the desk notices Asterisk is gone")
+    status, queue = await one.get("/api/queue")
+    assert status == 200                                   # the desk keeps serving
+    status, refused = await one.post("/api/me/state", {"state": "paused", "reason": "break"})
+    assert status == 409 and "Asterisk" in refused["error"]
+    sandbox.up(timeout=120)
+    sandbox.cli(f"dialplan set global IVR_DEMO_AGENT_HOLD {AGENT_HOLD}")
+    await until(lambda: desk.asterisk == "up", "the desk logs in again", 60)
+    await until(lambda: "agent1" in sandbox.cli("queue show agents"),
+                "agent1 is back in Asterisk's queue", 20)
+    states = [d["state"] for n, d in one.named("asterisk")]
+    assert "up" in states and any(s != "up" for s in states)
+    assert desk.me("agent1")["state"] == "ready"
