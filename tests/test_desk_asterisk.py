@@ -3,7 +3,8 @@ and the reference membership service: an agent logs in, sets ready, a caller the
 transfers is offered to them by the queue (the agent-phones context's simulated headset
 answers for the agent), and the desk's API and live stream show ringing, connected and
 ended with what the IVR learnt; the wrap-up is stored and every look at a call audited.
-Asterisk is restarted under the desk: it says so and puts the ready agent back.
+Asterisk is restarted under the desk: it says so and puts the ready agent back. And a
+real headless Chromium logged in as an agent shows the pop of a real transferred call.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -23,7 +25,10 @@ from ivr.app import running_server
 from ivr.config import Settings
 from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
 
+from selenium.webdriver.common.by import By
+
 from .conftest import EVIDENCE
+from .test_desk_browser import browser, screenshot, shown, text, wait_for  # noqa: F401
 from .test_asterisk import ACTIVE, PORT_SHIFT, in_use, sounds, status_call  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -212,3 +217,48 @@ async def test_the_desk_says_when_it_loses_asterisk_and_puts_ready_agents_back(
     states = [d["state"] for n, d in one.named("asterisk")]
     assert "up" in states and any(s != "up" for s in states)
     assert desk.me("agent1")["state"] == "ready"
+
+
+def browse_to_the_pop(driver, url: str, card: str) -> dict[str, str]:
+    """In a thread (Selenium blocks): log in as agent2, set ready, wait for the pop of the
+    caller the test places meanwhile; returns what the page shows."""
+    driver.get(url + "/")
+    wait_for(driver, lambda: shown(driver, "login-view"))
+    driver.find_element(By.ID, "login-username").send_keys("agent2")
+    driver.find_element(By.ID, "login-password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait_for(driver, lambda: shown(driver, "desk-view"))
+    driver.find_element(By.ID, "btn-ready").click()
+    wait_for(driver, lambda: text(driver, "agent-state") == "Ready")
+    READY.set()
+    wait_for(driver, lambda: text(driver, "pop-phase") in ("Ringing", "Connected")
+             and card in text(driver, "pop-identity")
+             and len(driver.find_elements(By.CSS_SELECTOR, "#pop-transcript li")) > 3, 120)
+    wait_for(driver, lambda: text(driver, "pop-phase") == "Connected", 30)
+    shot = screenshot(driver, "desk-real-call-1366x768.png")
+    return {"reason": text(driver, "pop-reason"), "identity": text(driver, "pop-identity"),
+            "member": text(driver, "pop-member"), "shot": str(shot),
+            "transcript": "\n".join(li.text for li in driver.find_elements(
+                By.CSS_SELECTOR, "#pop-transcript li"))}
+
+
+READY = threading.Event()
+
+
+async def test_a_real_browser_shows_the_pop_of_a_real_transferred_call(stack, sandbox, browser):
+    url, desk, _app = stack
+    READY.clear()
+    seen = asyncio.create_task(asyncio.to_thread(browse_to_the_pop, browser, url, ACTIVE[0]))
+    await until(READY.is_set, "the agent in the browser is ready", 60)
+    call = await sandbox.originate_local_async(keys=ASKS_FOR_AN_AGENT, hold=60,
+                                               caller_id="0811000102", timeout=150)
+    page = await seen
+    assert call.route["Outcome"] == "transfer"
+    assert page["reason"] == "Caller asked for an agent"
+    assert "VERIFIED" in page["identity"] and ACTIVE[0] in page["identity"]
+    assert page["member"] == "Active (AKTIF)"
+    assert page["transcript"].startswith("Selamat datang") and "petugas" in page["transcript"]
+    assert ACTIVE[0] not in page["transcript"]
+    assert Path(page["shot"]).stat().st_size > 10_000
+    await asyncio.to_thread(browser.find_element(By.ID, "btn-offline").click)
+    await until(lambda: desk.me("agent2")["state"] in ("offline", "wrap_up"), "agent2 leaves")
