@@ -14,11 +14,13 @@ from prompts import Catalog, load_catalog
 
 from .agi.channel import AgiCall
 from .agi.codec import ProtocolError
+from .agi.listener import parse_allow_list
 from .agi.server import AgiServer
 from .agi.session import AgiSession, SessionClosed
 from .call import CallerHungUp
 from .config import Settings
 from .dialog import Dialog
+from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
 from .lockout import LockoutStore
 from .membership.client import MembershipClient
@@ -143,6 +145,7 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
     """Everything a call needs, opened in order and closed in reverse: the embedded
     membership service (when no URL is configured), its client, the lockout store and the
     call-record writer."""
+    ensure_safe(settings)
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_membership:
             from .membership.reference import run_reference_service
@@ -215,13 +218,15 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
                          ) -> AsyncIterator[tuple[AgiServer, HotlineApp]]:
     from .workers import raise_open_files_limit
     raise_open_files_limit()   # every call is a socket: thousands at a national peak
+    allow = parse_allow_list(settings.agi_allow)
     async with running_services(settings) as app:
         settle_garbage_collector()
         collector = asyncio.get_running_loop().create_task(young_collections())
         server = AgiServer({ROUTE: app.handle}, header_timeout=settings.header_timeout,
                            header_max_bytes=settings.header_max_bytes,
                            reply_timeout=settings.reply_timeout,
-                           max_call_seconds=settings.max_call_seconds)
+                           max_call_seconds=settings.max_call_seconds, allow=allow,
+                           max_connections=settings.max_connections)
         await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
         try:
             yield server, app
