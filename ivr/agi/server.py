@@ -60,6 +60,7 @@ class AgiProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self.server._opening -= 1
         self.server._connections.add(self)
         self.header_timer = asyncio.get_running_loop().call_later(
             self.server.header_timeout, self._reject,
@@ -196,14 +197,19 @@ class AgiServer:
 
     def _accepted(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        protocol = AgiProtocol(self)
         self._opening += 1
         self.peak_connections = max(self.peak_connections, self._open_count())
-        task = loop.create_task(loop.connect_accepted_socket(lambda: AgiProtocol(self), sock))
-        task.add_done_callback(self._transport_made)
+        task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        task.add_done_callback(lambda task: self._transport_made(task, protocol, sock))
 
-    def _transport_made(self, task: asyncio.Task) -> None:
-        self._opening -= 1
-        if task.cancelled() or task.exception() is not None:
+    def _transport_made(self, task: asyncio.Task, protocol: AgiProtocol,
+                        sock: socket.socket) -> None:
+        if protocol.transport is None:     # it failed before the connection was made
+            self._opening -= 1
+            if not task.cancelled():
+                task.exception()           # retrieved: nothing to do but let it go
+            sock.close()
             self._listener.connection_closed()
 
     def _connection_lost(self, connection: AgiProtocol) -> None:
