@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 from prompts import Catalog, load_catalog
 
 from .agi.channel import AgiCall
-from .agi.codec import ProtocolError
+from .agi.codec import CommandError, ProtocolError
 from .agi.listener import parse_allow_list
 from .agi.server import AgiServer
 from .agi.session import AgiSession, SessionClosed
@@ -89,6 +89,9 @@ class HotlineApp:
         except ProtocolError as exc:
             state.outcome = Outcome.ERROR
             log.warning("call %s: the FastAGI peer broke the protocol: %s", call_id, exc)
+        except CommandError as exc:   # a reply from the peer, not a fault of this process
+            state.outcome = Outcome.ERROR
+            log.warning("call %s: the FastAGI peer refused a command: %s", call_id, exc)
         except Exception:
             state.outcome = Outcome.ERROR
             log.exception("call %s failed", call_id)
