@@ -22,7 +22,7 @@ from .config import Settings
 from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
-from .lockout import LockoutStore
+from .lockout import Lockout, lockout_store
 from .membership.client import MembershipClient
 from .names import INHERITED, Outcome, Var
 from .privacy import mask_caller
@@ -45,7 +45,7 @@ def prompt_durations(settings: Settings) -> dict[str, int]:
 
 
 class HotlineApp:
-    def __init__(self, settings: Settings, membership: MembershipClient, lockout: LockoutStore,
+    def __init__(self, settings: Settings, membership: MembershipClient, lockout: Lockout,
                  records: RecordWriter, catalog: Catalog | None = None,
                  durations: dict[str, int] | None = None) -> None:
         self.settings = settings
@@ -164,13 +164,9 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
                                       total_timeout=settings.lookup_timeout)
         await membership.start()
         stack.push_async_callback(membership.close)
-        lockout = LockoutStore(settings.state_db,
-                               identifier_limit=settings.lockout_identifier_failures,
-                               caller_limit=settings.lockout_caller_failures,
-                               window_hours=settings.lockout_window_hours,
-                               salt=settings.lockout_salt)
-        await lockout.open()
+        lockout = lockout_store(settings)
         stack.push_async_callback(lockout.close)
+        await lockout.open()
         records = RecordWriter(settings.call_records)
         stack.callback(records.close)
         yield HotlineApp(settings, membership, lockout, records,
