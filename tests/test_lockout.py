@@ -20,7 +20,7 @@ async def flushed(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def make_store(request, tmp_path):
+async def make_store(request, tmp_path):
     """``await make_store(clock, salt=...)``: a fresh store of the parametrized kind."""
     opened = []
 
@@ -39,7 +39,9 @@ def make_store(request, tmp_path):
         opened.append(s)
         return s
     make.kind = request.param
-    return make     # each test closes the stores it opens
+    yield make
+    for s in opened:    # also when a test failed half-way (aiosqlite's thread would stay)
+        await s.close()
 
 
 async def test_failures_older_than_the_window_do_not_count(make_store):
