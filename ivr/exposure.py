@@ -64,8 +64,17 @@ def membership_server_problems(host: str, token: str) -> list[str]:
 
 def check(settings: Settings) -> list[str]:
     """Every problem of exposure in ``settings`` (empty: fine to start)."""
+    from .agi.listener import parse_allow_list
     problems = []
     agi_exposed = not is_loopback(settings.agi_host)
+    try:
+        allow = parse_allow_list(settings.agi_allow)
+    except ValueError as exc:
+        problems.append(str(exc))
+    else:
+        if agi_exposed and any(network.prefixlen == 0 for network in allow):
+            problems.append("IVR_AGI_ALLOW admits every address: FastAGI has no "
+                            "authentication, name the Asterisk servers")
     if agi_exposed and settings.lockout_salt and weak_secret(settings.lockout_salt):
         problems.append(f"IVR_LOCKOUT_SALT is {weak_secret(settings.lockout_salt)} "
                         f"(unset, a random one is made and kept in the lockout store)")

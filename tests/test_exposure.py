@@ -64,6 +64,13 @@ def test_membership_beyond_loopback_needs_a_strong_token():
     assert check(settings(membership_url="http://127.0.0.1:8400")) == []
 
 
+def test_an_allow_list_open_to_everyone_is_refused_beyond_loopback():
+    assert check(settings(agi_host="0.0.0.0", agi_allow="0.0.0.0/0"))
+    assert check(settings(agi_host="::", agi_allow="10.0.0.7/32, ::/0"))
+    assert check(settings(agi_allow="not-a-network"))
+    assert check(settings(agi_host="0.0.0.0", agi_allow="10.0.0.7/32")) == []
+
+
 def test_remote_redis_needs_a_password():
     assert check(settings(lockout_redis_url="redis://redis.internal:6379/0"))
     assert check(settings(lockout_redis_url=f"redis://:{STRONG}@redis.internal:6379/0")) == []
