@@ -22,8 +22,8 @@ from .config import Settings
 from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
-from .lockout import Lockout, lockout_store
-from .membership.client import MembershipClient
+from .lockout import REDIS_CONNECTIONS, Lockout, lockout_store
+from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
 from .names import INHERITED, Outcome, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
@@ -225,7 +225,8 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
                            header_max_bytes=settings.header_max_bytes,
                            reply_timeout=settings.reply_timeout,
                            max_call_seconds=settings.max_call_seconds, allow=allow,
-                           max_connections=settings.max_connections)
+                           max_connections=settings.max_connections,
+                           other_sockets=MEMBERSHIP_POOL + REDIS_CONNECTIONS)
         await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
         try:
             yield server, app

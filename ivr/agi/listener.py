@@ -26,9 +26,8 @@ log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# File descriptors kept free of FastAGI connections: logs, databases, the event loop, the
-# connections to the membership service (at most one per call in its lookup).
-RESERVED_FILES = 128
+# File descriptors kept free of FastAGI connections: logs, databases, the event loop.
+RESERVED_FILES = 256
 # How long accepting pauses after an accept error that more accepting cannot fix.
 ACCEPT_RETRY_SECONDS = 0.2
 # At most one warning of each kind per this many seconds (a count says what was folded).
@@ -64,16 +63,18 @@ def allowed(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def connection_cap(wanted: int) -> int:
-    """``wanted``, lowered to fit the open-files limit with room for everything else."""
+def connection_cap(wanted: int, other_sockets: int = 0) -> int:
+    """``wanted``, lowered to fit the open-files limit with room for everything else:
+    ``RESERVED_FILES`` and the process's other pooled sockets (membership service, Redis),
+    or, where the limit is small, one of those per call."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    # Each call may hold a connection to the membership service during its lookup.
-    fits = (soft - RESERVED_FILES) // 2
+    room = soft - RESERVED_FILES
+    fits = room - min(other_sockets, room // 2)
     if fits < 1:
         raise ValueError(f"the open-files limit ({soft}) leaves no room for FastAGI calls")
-    return max(1, min(wanted, fits))
+    return min(wanted, fits)
 
 
 class RateLimitedWarning:

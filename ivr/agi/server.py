@@ -152,7 +152,7 @@ class AgiServer:
     def __init__(self, routes: Mapping[str, Handler], *, header_timeout: float = 5.0,
                  header_max_bytes: int = 16384, reply_timeout: float = 60.0,
                  max_call_seconds: float = 1200.0, allow: Iterable[Network] = LOOPBACK,
-                 max_connections: int = 20000) -> None:
+                 max_connections: int = 20000, other_sockets: int = 0) -> None:
         self.routes = dict(routes)
         self.header_timeout = header_timeout
         self.header_max_bytes = header_max_bytes
@@ -160,6 +160,7 @@ class AgiServer:
         self.max_call_seconds = max_call_seconds
         self.allow = tuple(allow)
         self.max_connections = max_connections
+        self.other_sockets = other_sockets     # pooled sockets of the process's clients
         self._listener: Listener | None = None
         self._connections: set[AgiProtocol] = set()
         self._opening = 0        # accepted, transport not made yet
@@ -185,10 +186,10 @@ class AgiServer:
         return len(self._connections) + self._opening
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        cap = connection_cap(self.max_connections)
+        cap = connection_cap(self.max_connections, self.other_sockets)
         if cap < self.max_connections:
-            log.warning("FastAGI connection cap lowered from %d to %d to fit the open-files "
-                        "limit", self.max_connections, cap)
+            log.info("FastAGI connection cap lowered from %d (IVR_MAX_CONNECTIONS) to %d, to "
+                     "fit the open-files limit", self.max_connections, cap)
         self._listener = Listener(self._accepted, allow=self.allow, cap=cap,
                                   open_count=self._open_count)
         await self._listener.start(host, port, reuse_port=reuse_port)
