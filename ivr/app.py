@@ -22,9 +22,9 @@ from .config import Settings
 from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
-from .lockout import REDIS_CONNECTIONS, Lockout, lockout_store
+from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
-from .names import INHERITED, Outcome, Var
+from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
 
@@ -92,6 +92,9 @@ class HotlineApp:
         except CommandError as exc:   # a reply from the peer, not a fault of this process
             state.outcome = Outcome.ERROR
             log.warning("call %s: the FastAGI peer refused a command: %s", call_id, exc)
+        except LockoutUnavailable as exc:   # fail closed: an agent, not unchecked self-service
+            state.outcome, state.transfer_reason = Outcome.TRANSFER, Reason.SERVICE_UNAVAILABLE
+            log.error("call %s: %s; the call goes to an agent", call_id, exc)
         except Exception:
             state.outcome = Outcome.ERROR
             log.exception("call %s failed", call_id)

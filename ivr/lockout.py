@@ -34,6 +34,11 @@ _USABLE_CALLER = re.compile(r"\+?\d{5,20}")
 ANONYMOUS = "anonymous"
 
 
+class LockoutUnavailable(Exception):
+    """The store could not be read or written: the caller cannot be checked, so the call
+    goes to an agent (self-service never runs unchecked)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subject:
     key: str          # the salted hash, or the shared key of anonymous callers
@@ -88,7 +93,11 @@ class Lockout:
 
     async def is_locked(self, identifier: str, caller: str) -> bool:
         subjects = [self._identifier(identifier), self._caller(caller)]
-        counts = await self._counts(subjects, self._clock())
+        try:
+            counts = await self._counts(subjects, self._clock())
+        except Exception as exc:    # the store's own errors (Redis, SQLite, the network)
+            raise LockoutUnavailable(f"cannot read the lockout store ({type(exc).__name__})"
+                                     ) from None
         return any(count >= s.limit for s, count in zip(subjects, counts))
 
     async def record_failure(self, identifier: str, caller: str,
@@ -97,7 +106,11 @@ class Lockout:
         participant found under ``identifier`` (empty when none was)."""
         identifiers = dict.fromkeys([identifier, *participant_ids])
         subjects = [self._identifier(i) for i in identifiers] + [self._caller(caller)]
-        await self._add(subjects, self._clock())
+        try:
+            await self._add(subjects, self._clock())
+        except Exception as exc:
+            raise LockoutUnavailable(f"cannot write the lockout store ({type(exc).__name__})"
+                                     ) from None
 
     async def failures(self, identifier: str) -> int:
         """Failures counted for an identifier within the window (for tests and operators)."""

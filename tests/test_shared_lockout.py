@@ -68,3 +68,17 @@ async def test_two_servers_on_one_redis_share_every_count(membership_url, redis_
                for line in path.read_text().splitlines()]
     assert [r["transfer_reason"] for r in records] == ["verification_failed", "locked", None,
                                                        "locked"]
+
+
+async def test_when_redis_is_gone_calls_go_to_an_agent(settings, redis_url):
+    """Fail closed: a lockout store that cannot be read never lets self-service run
+    unchecked (the salt is configured, so the server starts without Redis)."""
+    from dataclasses import replace
+
+    from ivr.app import running_server
+    gone = f"redis://:x@127.0.0.1:{free_port()}/0"
+    async with running_server(replace(settings, lockout_redis_url=gone)) as (server, app):
+        call = await place_call("127.0.0.1", server.port, f"1 {CARD}# 1 {BORN}")
+    assert call.variables["IVR_OUTCOME"] == "transfer"
+    assert call.variables["IVR_TRANSFER_REASON"] == "service_unavailable"
+    assert call.variables["IVR_VERIFIED"] == "0"
