@@ -13,16 +13,18 @@ from typing import AsyncIterator, Callable
 from prompts import Catalog, load_catalog
 
 from .agi.channel import AgiCall
-from .agi.codec import ProtocolError
+from .agi.codec import CommandError, ProtocolError
+from .agi.listener import parse_allow_list
 from .agi.server import AgiServer
 from .agi.session import AgiSession, SessionClosed
 from .call import CallerHungUp
 from .config import Settings
 from .dialog import Dialog
+from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
-from .lockout import LockoutStore
-from .membership.client import MembershipClient
-from .names import INHERITED, Outcome, Var
+from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
+from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
+from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
 from .store import open_store
@@ -45,7 +47,7 @@ def prompt_durations(settings: Settings) -> dict[str, int]:
 
 
 class HotlineApp:
-    def __init__(self, settings: Settings, membership: MembershipClient, lockout: LockoutStore,
+    def __init__(self, settings: Settings, membership: MembershipClient, lockout: Lockout,
                  records: RecordWriter, catalog: Catalog | None = None,
                  durations: dict[str, int] | None = None) -> None:
         self.settings = settings
@@ -89,6 +91,12 @@ class HotlineApp:
         except ProtocolError as exc:
             state.outcome = Outcome.ERROR
             log.warning("call %s: the FastAGI peer broke the protocol: %s", call_id, exc)
+        except CommandError as exc:   # a reply from the peer, not a fault of this process
+            state.outcome = Outcome.ERROR
+            log.warning("call %s: the FastAGI peer refused a command: %s", call_id, exc)
+        except LockoutUnavailable as exc:   # fail closed: an agent, not unchecked self-service
+            state.outcome, state.transfer_reason = Outcome.TRANSFER, Reason.SERVICE_UNAVAILABLE
+            log.error("call %s: %s; the call goes to an agent", call_id, exc)
         except Exception:
             state.outcome = Outcome.ERROR
             log.exception("call %s failed", call_id)
@@ -145,6 +153,7 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
     """Everything a call needs, opened in order and closed in reverse: the embedded
     membership service (when no URL is configured), its client, the lockout store, the
     call-record writer and the forwarder of its records into the desk's store."""
+    ensure_safe(settings)
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_membership:
             from .membership.reference import run_reference_service
@@ -160,13 +169,9 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
                                       total_timeout=settings.lookup_timeout)
         await membership.start()
         stack.push_async_callback(membership.close)
-        lockout = LockoutStore(settings.state_db,
-                               identifier_limit=settings.lockout_identifier_failures,
-                               caller_limit=settings.lockout_caller_failures,
-                               window_hours=settings.lockout_window_hours,
-                               salt=settings.lockout_salt)
-        await lockout.open()
+        lockout = lockout_store(settings)
         stack.push_async_callback(lockout.close)
+        await lockout.open()
         # The store's record forwarder stops after the writer has drained (exit order is
         # reverse), so that the last records of a run reach the store too.
         store = open_store(settings)
@@ -225,13 +230,16 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
                          ) -> AsyncIterator[tuple[AgiServer, HotlineApp]]:
     from .workers import raise_open_files_limit
     raise_open_files_limit()   # every call is a socket: thousands at a national peak
+    allow = parse_allow_list(settings.agi_allow)
     async with running_services(settings) as app:
         settle_garbage_collector()
         collector = asyncio.get_running_loop().create_task(young_collections())
         server = AgiServer({ROUTE: app.handle}, header_timeout=settings.header_timeout,
                            header_max_bytes=settings.header_max_bytes,
                            reply_timeout=settings.reply_timeout,
-                           max_call_seconds=settings.max_call_seconds)
+                           max_call_seconds=settings.max_call_seconds, allow=allow,
+                           max_connections=settings.max_connections,
+                           other_sockets=MEMBERSHIP_POOL + REDIS_CONNECTIONS)
         await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
         try:
             yield server, app

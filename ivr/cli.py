@@ -23,6 +23,11 @@ def _banner(settings: Settings, server) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .exposure import check
+    problems = check(settings)
+    if problems:
+        print("ivr serve: refusing to start: " + "; ".join(problems), file=sys.stderr)
+        return 2
     workers = settings.workers if args.workers is None else args.workers
     if workers != 1:
         from .workers import serve as serve_workers

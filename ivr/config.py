@@ -18,7 +18,7 @@ def _var_dir() -> Path:
 @dataclass(frozen=True)
 class Settings:
     # FastAGI server
-    agi_host: str = field(default="0.0.0.0", metadata={"env": "IVR_AGI_HOST"})
+    agi_host: str = field(default="127.0.0.1", metadata={"env": "IVR_AGI_HOST"})
     agi_port: int = field(default=4573, metadata={"env": "IVR_AGI_PORT"})
     header_timeout: float = field(default=5.0, metadata={"env": "IVR_HEADER_TIMEOUT"})
     header_max_bytes: int = field(default=16384, metadata={"env": "IVR_HEADER_MAX_BYTES"})
@@ -72,6 +72,20 @@ class Settings:
         default=10, metadata={"env": "IVR_LOCKOUT_CALLER_FAILURES"})
     lockout_window_hours: float = field(default=24.0, metadata={"env": "IVR_LOCKOUT_WINDOW_HOURS"})
     lockout_salt: str = field(default="", metadata={"env": "IVR_LOCKOUT_SALT"})
+
+    # Security (ivr/exposure.py, ivr/agi/listener.py, ivr/lockout.py). Asterisk addresses
+    # allowed to open FastAGI sessions (CIDRs, comma-separated): FastAGI has no
+    # authentication, so this list is the door. The cap on open FastAGI connections stays
+    # below the open-files limit (the listener lowers it if needed). Callers without a
+    # usable number share one lockout count with its own threshold and window. A Redis URL
+    # shares every lockout count between IVR servers (unset: the SQLite state database).
+    agi_allow: str = field(default="127.0.0.1/32,::1/128", metadata={"env": "IVR_AGI_ALLOW"})
+    max_connections: int = field(default=20000, metadata={"env": "IVR_MAX_CONNECTIONS"})
+    lockout_anonymous_failures: int = field(
+        default=50, metadata={"env": "IVR_LOCKOUT_ANONYMOUS_FAILURES"})
+    lockout_anonymous_window_hours: float = field(
+        default=1.0, metadata={"env": "IVR_LOCKOUT_ANONYMOUS_WINDOW_HOURS"})
+    lockout_redis_url: str = field(default="", metadata={"env": "IVR_LOCKOUT_REDIS_URL"})
 
     # Rendered prompts (<sounds>/id/bpjs/<id>.<ext> and the manifest)
     sounds_dir: str = field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import date
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Iterable, Protocol
 
 from . import speech
 from .dialog import Dialog, Ending, Retry, Utterance
@@ -21,6 +21,10 @@ from .privacy import mask_number
 
 MAX_INVALID_ENTRIES = 3
 MAX_FAILED_VERIFICATIONS = 3
+# (v1.3) A NIK whose participant has no registered mobile number: the caller is asked for
+# the card number; the second such NIK in a call goes to an agent.
+MAX_NIKS_WITHOUT_PHONE = 2
+PHONE_LAST4_LENGTH = 4
 
 POST_MENU_RETRY = Retry(silent=1, invalid=3)
 CONFIRM_RETRY = Retry(silent=3, invalid=3, together=True, explain_invalid=False)
@@ -43,7 +47,8 @@ class Lookup(Protocol):
 
 class Lockout(Protocol):
     async def is_locked(self, identifier: str, caller: str) -> bool: ...
-    async def record_failure(self, identifier: str, caller: str) -> None: ...
+    async def record_failure(self, identifier: str, caller: str,
+                             participant_ids: Iterable[str] = ()) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Hotline:
         self.state = CallState()
         self.invalid_entries = 0
         self.failed_verifications = 0
+        self.niks_without_phone = 0
 
     def say(self, *prompt_ids: str, barge_in: bool = False) -> Awaitable[None]:
         return self.dialog.say(*(self.dialog.prompt(p) for p in prompt_ids), barge_in=barge_in)
@@ -130,12 +136,18 @@ class Hotline:
         while True:
             identifier = await self.identify()
             born = await self.birth_date()
+            phone = await self.nik_phone(identifier)
             participant = await self.look_up(identifier)
             if participant is not None and participant.birth_date == born:
-                self.state.verified_card = participant.card_number
-                self.state.member_status = participant.status
-                return participant
-            await self.lockout.record_failure(identifier, self.caller)
+                if phone is None or phone == participant.phone_last4:
+                    self.state.verified_card = participant.card_number
+                    self.state.member_status = participant.status
+                    return participant
+                if participant.phone_last4 is None:
+                    await self.nik_without_phone()
+                    continue
+            found = (participant.card_number, participant.nik) if participant else ()
+            await self.lockout.record_failure(identifier, self.caller, found)
             self.failed_verifications += 1
             if self.failed_verifications >= MAX_FAILED_VERIFICATIONS:
                 await self.hand_to_agent(Reason.VERIFICATION_FAILED, P.DATA_MISMATCH)
@@ -172,6 +184,27 @@ class Hotline:
             if born is not None:
                 return born
             await self.invalid_entry(P.BIRTH_DATE_INVALID)
+
+    async def nik_phone(self, identifier: str) -> str | None:
+        """(v1.3) A NIK carries its holder's birth date, so it needs one more factor: the
+        last 4 digits of the registered mobile number, asked before the lookup. None for a
+        card number (with the birth date, enough)."""
+        if len(identifier) != NIK_LENGTH:
+            return None
+        while True:
+            entry = await self.dialog.gather(self.dialog.prompt(P.ENTER_PHONE_LAST4),
+                                             max_digits=PHONE_LAST4_LENGTH)
+            if len(entry.digits) == PHONE_LAST4_LENGTH and entry.digits.isdigit():
+                return entry.digits
+            await self.invalid_entry(P.PHONE_INVALID)
+
+    async def nik_without_phone(self) -> None:
+        """The birth date matched but no mobile number is registered: the NIK cannot be
+        verified. Neither an invalid entry nor a failed verification."""
+        self.niks_without_phone += 1
+        if self.niks_without_phone >= MAX_NIKS_WITHOUT_PHONE:
+            await self.hand_to_agent(Reason.VERIFICATION_FAILED)
+        await self.say(P.NIK_NEEDS_CARD, barge_in=True)
 
     async def invalid_entry(self, prompt_id: str) -> None:
         """Wrong identifiers and birth dates share one budget per call."""

@@ -8,7 +8,7 @@ points every worker at it; it then waits, and on SIGINT or SIGTERM (or when a wo
 stops the workers, each of which drains its calls as ``ivr serve`` does.
 
 Workers share the call-record file (one ``O_APPEND`` write per batch, ``ivr.records``)
-and the lockout store (SQLite in WAL mode, ``ivr.lockout``).
+and the lockout store (SQLite in WAL mode, or Redis when configured: ``ivr.lockout``).
 """
 from __future__ import annotations
 

@@ -86,3 +86,11 @@ async def hotline(settings):
     from ivr.app import running_server
     async with running_server(settings) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server for the suite (``tests/redis_server.py``)."""
+    from .redis_server import redis_server
+    with redis_server() as url:
+        yield url

@@ -15,7 +15,8 @@ SITI = Participant(
     card_number="0001234567890", nik="3174015708900003", birth_date=date(1990, 8, 17),
     status="AKTIF", inactive_reason=None, segment="PBPU", member_class=2,
     billing=Billing(payer="PESERTA", monthly_premium=100000, family_members=3,
-                    months_in_arrears=2, amount_due=600000, due_date=date(2026, 12, 10)))
+                    months_in_arrears=2, amount_due=600000, due_date=date(2026, 12, 10)),
+    phone_last4="4821")
 
 
 def participant(**changes) -> Participant:

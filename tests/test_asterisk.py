@@ -599,8 +599,8 @@ async def test_the_container_installs_and_starts_asterisk_as_the_sandbox_does():
     assert command == asterisk_command(Layout.named(), *FOREGROUND)
     compose = (REPO / "docker-compose.yml").read_text()
     for needed in ("  membership:", "  ivr:", "  asterisk:", "target: asterisk",
-                   "dockerfile: dialplan/docker/Dockerfile", '"5060:5060/udp"',
-                   '"10000-10099:10000-10099/udp"', "IVR_AGI_ADDRESS: ivr:4573"):
+                   "dockerfile: dialplan/docker/Dockerfile", ':5060:5060/udp"',
+                   ':10000-10099:10000-10099/udp"', "IVR_AGI_ADDRESS: ivr:4573"):
         assert needed in compose
 
 

@@ -96,7 +96,7 @@ async def test_card_number_is_read_back_digit_by_digit_and_masked_in_the_transcr
 
 
 async def test_nik_is_complete_at_the_sixteenth_digit(run):
-    r = await run(f"1 {NIK} 1 {BORN}")
+    r = await run(f"1 {NIK} 1 {BORN} 4821")
     assert r.state.outcome is Outcome.COMPLETED and r.state.verified_card == CARD
     assert P.READBACK_NIK in r.prompts and r.membership.requests[0][0] == NIK
 

@@ -12,6 +12,7 @@ import re
 import socket
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import date
 
 import aiohttp
@@ -31,6 +32,7 @@ SPEC_EXAMPLE = {
     "birth_date": "1990-08-17", "status": "AKTIF", "inactive_reason": None,
     "segment": "PBPU", "class": 2,
     "primary_facility": {"code": "0101U002", "name": "PUSKESMAS MENTENG"},
+    "phone_last4": "4821",
     "billing": {"payer": "PESERTA", "monthly_premium": 100000, "family_members": 3,
                 "months_in_arrears": 2, "amount_due": 600000, "due_date": "2026-12-10"},
 }
@@ -225,6 +227,108 @@ async def test_broken_answers_are_unavailable(status, content_type, text, reason
         assert reason in str(await unavailable(client, CARD))
 
 
+@pytest.mark.parametrize("content_type, text", [
+    ("text/html", "<html><body><h1>404 Not Found</h1>nginx</body></html>"),
+    ("application/json", ""),
+    ("application/json", '{"error": "no_route"}'),
+    ("application/json", '{"error": "not_found", "hint": 1}'),
+    ("text/plain", '{"error": "not_found"}'),
+])
+async def test_only_the_contracts_404_means_not_found(content_type, text):
+    async def proxy_page(request: web.Request) -> web.Response:
+        return web.Response(status=404, text=text, content_type=content_type)
+
+    async with tiny_server(proxy_page) as url, MembershipClient(url) as client:
+        assert "404" in str(await unavailable(client, CARD))
+
+
+async def test_the_contracts_404_is_not_found():
+    async def contract(request: web.Request) -> web.Response:
+        return web.json_response({"error": "not_found"}, status=404)
+
+    async with tiny_server(contract) as url, MembershipClient(url) as client:
+        assert await client.lookup(CARD, CALL_ID) is None
+
+
+FIFTY_MB = 50 * 1024 * 1024
+
+
+async def test_a_body_over_64_kib_is_refused_unread():
+    """50 MB answers, with and without a Content-Length (by card: chunked; by NIK:
+    declared): the client stops at 64 KiB and drops the connection."""
+    sent = []
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if request.match_info["id"] == NIK:
+            response.content_length = FIFTY_MB
+        await response.prepare(request)
+        chunk = b" " * (1024 * 1024)
+        try:
+            for _ in range(50):
+                await response.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    async with tiny_server(huge) as url:
+        for identifier in (CARD, NIK):
+            sent.clear()
+            async with MembershipClient(url) as client:
+                started = time.monotonic()
+                assert "larger than 64 KiB" in str(await unavailable(client, identifier))
+                assert time.monotonic() - started < 2.0
+            await asyncio.sleep(0.2)
+            print(f"{'declared' if identifier == NIK else 'chunked'}: the server got "
+                  f"{sum(sent) / 2 ** 20:.0f} MiB out before the client dropped it")
+            assert sum(sent) < FIFTY_MB // 2
+
+
+async def test_a_body_just_over_the_limit_fails_and_one_at_the_limit_is_read():
+    padded = json.dumps(SPEC_EXAMPLE)
+
+    async def sized(request: web.Request) -> web.Response:
+        size = 64 * 1024 + (request.match_info["id"] == NIK)
+        return web.Response(text=padded + " " * (size - len(padded)),
+                            content_type="application/json")
+
+    async with tiny_server(sized) as url, MembershipClient(url) as client:
+        assert (await client.lookup(CARD, CALL_ID)).card_number == CARD
+        assert "larger than 64 KiB" in str(await unavailable(client, NIK))
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 30000 + "]" * 30000,                                       # deeper than Python
+    json.dumps(dict(SPEC_EXAMPLE, billing={"payer": {"a": [[[[{}]]]]}})),
+    json.dumps(dict(SPEC_EXAMPLE, phone_last4=["4821"])),
+    json.dumps(dict(SPEC_EXAMPLE, phone_last4="48210")),
+    json.dumps(dict(SPEC_EXAMPLE, phone_last4=4821)),
+    '{"card_number": ' + "9" * 5000 + "}",                           # int digit limit
+])
+async def test_nested_and_twisted_bodies_are_unavailable(text):
+    async def twisted(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="application/json")
+
+    async with tiny_server(twisted) as url, MembershipClient(url) as client:
+        assert "contract" in str(await unavailable(client, CARD))
+
+
+async def test_a_proxy_404_transfers_the_caller_and_counts_no_failure(settings):
+    from ivr.app import running_server
+    from ivr.emulator import place_call
+
+    async def proxy_page(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="<html>Not Found</html>", content_type="text/html")
+
+    async with tiny_server(proxy_page) as url:
+        async with running_server(replace(settings, membership_url=url)) as (server, app):
+            call = await place_call("127.0.0.1", server.port, f"1 {CARD}# 1 17081990")
+            failures = await app.lockout.failures(CARD)
+    assert call.variables["IVR_TRANSFER_REASON"] == "service_unavailable"
+    assert failures == 0
+
+
 async def test_unknown_inactive_reason_is_lainnya():
     async def inactive(request: web.Request) -> web.Response:
         return web.json_response(dict(SPEC_EXAMPLE, status="TIDAK_AKTIF",
@@ -323,6 +427,9 @@ def test_demo_data_covers_every_value():
     assert any(p["primary_facility"] is None for p in ps)
     assert any(p["billing"] and p["billing"]["payer"] == "PESERTA"
                and p["billing"]["amount_due"] == 0 for p in ps)
+    # v1.1: most have a registered mobile number, at least one active participant has none
+    assert sum(p["phone_last4"] is not None for p in ps) > len(ps) // 2
+    assert any(p["phone_last4"] is None and p["status"] == "AKTIF" for p in ps)
 
 
 @pytest.mark.parametrize("body", demo.PARTICIPANTS + demo.FAULT_PARTICIPANTS,
@@ -372,6 +479,7 @@ def test_demo_table_markdown():
     table = demo.demo_table_markdown()
     rows = [line for line in table.splitlines() if line.startswith("| 000")]
     assert len(rows) == len(demo.PARTICIPANTS) + len(demo.FAULTS)
-    assert ("| 0001234567890 | 3174015708900003 | 17081990 | AKTIF | PBPU | 2 | PESERTA "
-            "| Rp600.000 |") in rows
+    assert ("| 0001234567890 | 3174015708900003 | 17081990 | 4821 | AKTIF | PBPU | 2 "
+            "| PESERTA | Rp600.000 |") in rows
+    assert any("| none: card number only | AKTIF |" in r for r in rows)
     assert any(r.startswith(f"| {demo.FAULT_TIMEOUT} |") for r in rows)

@@ -60,7 +60,7 @@ async def test_unknown_number_and_wrong_date_are_indistinguishable_on_the_wire(h
 
 
 async def test_the_reference_service_answers_by_nik(hotline):
-    c = await call(hotline, f"1 3174015708900003 1 {BORN}")
+    c = await call(hotline, f"1 3174015708900003 1 {BORN} 4821")
     assert c.variables["IVR_CARD"] == CARD
 
 

@@ -30,8 +30,10 @@ async def test_logs_and_records_hold_no_clear_identifier_or_birth_date(hotline):
     server, app = hotline
     for body in PARTICIPANTS[:6]:
         y, m, d = body["birth_date"].split("-")
-        for ident in (body["card_number"] + "#", body["nik"]):
-            await place_call("127.0.0.1", server.port, f"1 {ident} 1 {d}{m}{y} 2 0")
+        phone = body["phone_last4"] or "0000"     # a NIK also asks for the phone's last 4
+        for answers in (f"{body['card_number']}# 1 {d}{m}{y}",
+                        f"{body['nik']} 1 {d}{m}{y} {phone}"):
+            await place_call("127.0.0.1", server.port, f"1 {answers} 2 0")
     logging.getLogger("ivr.test").info("a careless line with %s", PARTICIPANTS[0]["nik"])
     assert app.records.flush()
     for handler in logging.getLogger().handlers:

@@ -10,7 +10,7 @@ import logging
 from typing import Sequence
 
 from ..call import CallerHungUp
-from .codec import ALL_KEYS, CommandError, Reply
+from .codec import ALL_KEYS, CommandError, ProtocolError, Reply
 from .session import AgiSession
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,10 @@ class AgiCall:
         reply = await self.session.send(verb, *args, expect_seconds=expect_seconds)
         if reply.code == DEAD_CHANNEL or self.session.hung_up:
             raise CallerHungUp
-        if not reply.ok or reply.number is None:
+        if not reply.ok:
             raise CommandError(f"{verb} refused: {reply.code}")
+        if reply.number is None:
+            raise ProtocolError(f"{verb}: a result that is not a number")
         return reply
 
     async def answer(self) -> None:
@@ -46,7 +48,7 @@ class AgiCall:
         for sound in sounds:
             reply = await self._input("STREAM FILE", sound, escapes, expect_seconds=60)
             if reply.number > 0:
-                return chr(reply.number)
+                return reply.key
             if reply.number < 0:
                 await self._settle_playback_failure(sound)
         return None
@@ -63,7 +65,7 @@ class AgiCall:
         reply = await self._input("WAIT FOR DIGIT", int(timeout * 1000), expect_seconds=timeout)
         if reply.number < 0:
             raise CallerHungUp
-        return chr(reply.number) if reply.number else None
+        return reply.key
 
     async def set_variable(self, name: str, value: str) -> None:
         reply = await self.session.send("SET VARIABLE", name, value)

@@ -14,6 +14,8 @@ HANGUP = "HANGUP"
 
 # Keys a caller can press; a STREAM FILE escape set that lets any of them interrupt.
 ALL_KEYS = "0123456789*#"
+# What a key's ``result=`` code can stand for: the keys above and DTMF's A-D.
+DTMF_CODES = frozenset(map(ord, ALL_KEYS + "ABCD"))
 
 
 class ProtocolError(Exception):
@@ -45,6 +47,18 @@ class Reply:
             return int(self.result)
         except ValueError:
             return None
+
+    @property
+    def key(self) -> str | None:
+        """The key a ``STREAM FILE`` or ``WAIT FOR DIGIT`` result stands for (its ASCII
+        code), None for 0; a code that is no key (e.g. ``result=99999999999``) is the
+        peer's fault."""
+        number = self.number
+        if number == 0:
+            return None
+        if number not in DTMF_CODES:
+            raise ProtocolError("a result that is no key's code")
+        return chr(number)
 
 
 _REPLY = re.compile(r"(\d{3})([ -])(.*)\Z", re.S)

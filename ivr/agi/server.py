@@ -13,15 +13,20 @@ size limit, with no task yet), then starts the route handler's task and pushes r
 straight into the call's session. asyncio streams would add a reader, a writer and a
 coroutine layer per line; at thousands of calls that is most of the cost of the server
 (``bench/RESULTS.md``).
+
+Connections come in through ``listener.Listener``: only from the allowed Asterisk
+addresses, and never more at once than the cap.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from .codec import HeaderError, ProtocolError, parse_header_line
+from .listener import Listener, Network, connection_cap
 from .session import AgiSession, LineBuffer
 
 log = logging.getLogger(__name__)
@@ -55,9 +60,11 @@ class AgiProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self.server._opening -= 1
         self.server._connections.add(self)
         self.header_timer = asyncio.get_running_loop().call_later(
-            self.server.header_timeout, self._reject, TimeoutError())
+            self.server.header_timeout, self._reject,
+            HeaderError(f"no complete header block within {self.server.header_timeout:g} s"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _RECEIVE
@@ -129,27 +136,37 @@ class AgiProtocol(asyncio.BufferedProtocol):
         self.connection_lost(None)   # the transport closes itself after this
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._connections.discard(self)
+        self.server._connection_lost(self)
         if self.session is not None:
             self.session.connection_ended(exc)
         else:
-            self._reject(exc if exc is not None else
-                         ConnectionError("end of stream"))
+            self._reject(HeaderError("the peer closed the connection" if exc is None else
+                                     f"connection lost ({type(exc).__name__})"))
+
+
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                  ipaddress.ip_network("::1/128"))
 
 
 class AgiServer:
     def __init__(self, routes: Mapping[str, Handler], *, header_timeout: float = 5.0,
                  header_max_bytes: int = 16384, reply_timeout: float = 60.0,
-                 max_call_seconds: float = 1200.0) -> None:
+                 max_call_seconds: float = 1200.0, allow: Iterable[Network] = LOOPBACK,
+                 max_connections: int = 20000, other_sockets: int = 0) -> None:
         self.routes = dict(routes)
         self.header_timeout = header_timeout
         self.header_max_bytes = header_max_bytes
         self.reply_timeout = reply_timeout
         self.max_call_seconds = max_call_seconds
-        self._server: asyncio.Server | None = None
+        self.allow = tuple(allow)
+        self.max_connections = max_connections
+        self.other_sockets = other_sockets     # pooled sockets of the process's clients
+        self._listener: Listener | None = None
         self._connections: set[AgiProtocol] = set()
+        self._opening = 0        # accepted, transport not made yet
         self._calls: set[asyncio.Task] = set()
         self.rejected = 0
+        self.peak_connections = 0
 
     @property
     def active_calls(self) -> int:
@@ -157,22 +174,54 @@ class AgiServer:
         return len(self._connections)
 
     @property
+    def listener(self) -> Listener:
+        assert self._listener is not None
+        return self._listener
+
+    @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self.listener.sockets[0].getsockname()[1]
+
+    def _open_count(self) -> int:
+        return len(self._connections) + self._opening
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        cap = connection_cap(self.max_connections, self.other_sockets)
+        if cap < self.max_connections:
+            log.info("FastAGI connection cap lowered from %d (IVR_MAX_CONNECTIONS) to %d, to "
+                     "fit the open-files limit", self.max_connections, cap)
+        self._listener = Listener(self._accepted, allow=self.allow, cap=cap,
+                                  open_count=self._open_count)
+        await self._listener.start(host, port, reuse_port=reuse_port)
+        log.info("FastAGI server listening on %s:%d (allowed: %s; at most %d connections)",
+                 host, self.port, ", ".join(map(str, self.allow)), cap)
+
+    def _accepted(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: AgiProtocol(self), host, port, reuse_port=reuse_port, backlog=4096)
-        for sock in self._server.sockets:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        log.info("FastAGI server listening on %s:%d", host, self.port)
+        protocol = AgiProtocol(self)
+        self._opening += 1
+        self.peak_connections = max(self.peak_connections, self._open_count())
+        task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        task.add_done_callback(lambda task: self._transport_made(task, protocol, sock))
+
+    def _transport_made(self, task: asyncio.Task, protocol: AgiProtocol,
+                        sock: socket.socket) -> None:
+        if protocol.transport is None:     # it failed before the connection was made
+            self._opening -= 1
+            if not task.cancelled():
+                task.exception()           # retrieved: nothing to do but let it go
+            sock.close()
+            self._listener.connection_closed()
+
+    def _connection_lost(self, connection: AgiProtocol) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self._listener.connection_closed()
 
     async def close(self, drain_seconds: float = 5.0) -> None:
         """Stop accepting, give calls in progress a deadline to end, then cancel them."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=drain_seconds)
         for task in set(self._calls):
@@ -181,8 +230,8 @@ class AgiServer:
             await asyncio.wait(set(self._calls), timeout=1.0)
         for connection in set(self._connections):
             connection.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._listener is not None:
+            await self._listener.wait_closed()
 
     async def _run_call(self, session: AgiSession, handler: Handler) -> None:
         try:

@@ -44,8 +44,11 @@ class LineBuffer:
             data = self._rest + data
         lines = data.split(b"\n")
         self._rest = lines.pop()
-        if len(self._rest) > LINE_LIMIT:
-            raise ProtocolError("line too long")
+        # Every line, also those that came whole in one read (only a read that long can
+        # hold one that long).
+        if len(self._rest) > LINE_LIMIT or (
+                len(data) > LINE_LIMIT and any(len(line) > LINE_LIMIT for line in lines)):
+            raise ProtocolError(f"a line longer than {LINE_LIMIT} bytes")
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
 
 
@@ -157,11 +160,13 @@ class AgiSession:
         try:
             while True:
                 raw = await reader.readuntil(b"\n")
+                if len(raw) > LINE_LIMIT + 1:
+                    raise asyncio.LimitOverrunError("line too long", len(raw))
                 self.line_received(raw[:-1].decode("utf-8", "replace").rstrip("\r"))
         except asyncio.IncompleteReadError:
             self.connection_ended()
         except asyncio.LimitOverrunError:
-            self.connection_ended(ProtocolError("line too long"))
+            self.connection_ended(ProtocolError(f"a line longer than {LINE_LIMIT} bytes"))
         except ConnectionError as exc:
             self.connection_ended(exc)
 

@@ -21,6 +21,34 @@ log = logging.getLogger(__name__)
 # lookups per second.
 POOL_LIMIT = 1000
 KEEPALIVE_SECONDS = 15.0
+# The contract (v1.1): a larger body is a failure of the service. No record comes near it,
+# and reading no more than this bounds what one call can make the process hold.
+BODY_LIMIT = 64 * 1024
+NOT_FOUND = {"error": "not_found"}
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None (and the connection dropped) when it is larger than BODY_LIMIT."""
+    if response.content_length is not None and response.content_length > BODY_LIMIT:
+        response.close()
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(BODY_LIMIT):
+        body += chunk
+        if len(body) > BODY_LIMIT:
+            response.close()
+            return None
+    return bytes(body)
+
+
+def _is_not_found(content_type: str, raw: bytes) -> bool:
+    """Only the contract's 404 means "not found": JSON ``{"error": "not_found"}``."""
+    if content_type != "application/json":
+        return False
+    try:
+        return json.loads(raw) == NOT_FOUND
+    except (ValueError, RecursionError):
+        return False
 
 
 class MembershipClient:
@@ -59,7 +87,8 @@ class MembershipClient:
 
     async def lookup(self, identifier: str, request_id: str) -> Participant | None:
         """The participant with this card number (13 digits) or NIK (16 digits); None when
-        the service answers 404. Raise ``MembershipUnavailable`` on any other outcome."""
+        the service answers the contract's 404 (JSON ``{"error": "not_found"}``). Raise
+        ``MembershipUnavailable`` on any other outcome: another 404, a body over 64 KiB..."""
         if not (identifier.isascii() and identifier.isdigit() and len(identifier) in (13, 16)):
             raise ValueError("an identifier is 13 or 16 digits")
         url = f"{self.base_url}/v1/participants/{identifier}"
@@ -71,15 +100,19 @@ class MembershipClient:
             async with self._open().get(url, headers={"X-Request-ID": request_id},
                                         allow_redirects=False) as response:
                 status, content_type = response.status, response.content_type
-                raw = await response.read()  # read in full, so the connection is reused
+                raw = await _read_capped(response)  # in full, so the connection is reused
         except TimeoutError:
             reason = "timeout"
         except aiohttp.ClientError as exc:
             reason = f"connection failed ({type(exc).__name__})"
         if reason is None:
-            if status == 404:
-                return None
-            if status != 200:
+            if raw is None:
+                reason = f"a body larger than {BODY_LIMIT // 1024} KiB"
+            elif status == 404:
+                if _is_not_found(content_type, raw):
+                    return None
+                reason = "HTTP status 404 without the contract's not_found body"
+            elif status != 200:
                 reason = f"HTTP status {status}"
             elif content_type != "application/json":
                 reason = "the body is not JSON"

@@ -29,12 +29,25 @@ def _billing(payer: str, monthly_premium: int, family_members: int, months_in_ar
             "amount_due": amount_due, "due_date": DUE}
 
 
+# Last 4 digits of each participant's registered mobile number (contract v1.1), what a
+# caller who identifies with a NIK must key in; a participant left out has none registered
+# (the NIK cannot be verified: the caller is asked for the card number).
+PHONE_LAST4: dict[str, str] = {
+    "0001234567890": "4821", "0001100000011": "7302", "0001100000022": "1597",
+    "0001100000044": "6640", "0001100000055": "2208", "0001100000066": "9013",
+    "0001100000077": "3356", "0001100000088": "8124", "0001100000099": "5570",
+    "0001100000100": "0419", "0001100000111": "2765", "0001100000122": "6088",
+    "0001100000144": "1930", "0009999999902": "0902", "0009999999903": "0903",
+}
+
+
 def _body(card: str, nik: str, name: str, birth_date: str, status: str, reason: str | None,
           segment: str, member_class: int, facility: dict | None, billing: dict | None
           ) -> dict[str, Any]:
     return {"card_number": card, "nik": nik, "name": name, "birth_date": birth_date,
             "status": status, "inactive_reason": reason, "segment": segment,
-            "class": member_class, "primary_facility": facility, "billing": billing}
+            "class": member_class, "primary_facility": facility,
+            "phone_last4": PHONE_LAST4.get(card), "billing": billing}
 
 
 MENTENG = _facility("0101U002", "PUSKESMAS MENTENG")
@@ -132,14 +145,16 @@ def _rupiah(amount: int) -> str:
 
 def demo_table_markdown() -> str:
     """The demo participants and the fault-injection cards, as Markdown for the README."""
-    lines = ["| Card | NIK | Birth date (keys) | Status | Segment | Class | Payer | Amount due |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| Card | NIK | Birth date (keys) | Phone, last 4 (after a NIK) | Status | Segment "
+             "| Class | Payer | Amount due |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in PARTICIPANTS:
         status = p["status"] + (f" ({p['inactive_reason']})" if p["inactive_reason"] else "")
         bill = p["billing"]
         payer, due = (bill["payer"], _rupiah(bill["amount_due"])) if bill else ("—", "—")
-        lines.append(f"| {p['card_number']} | {p['nik']} | {keys(p['birth_date'])} | {status} "
-                     f"| {p['segment']} | {p['class']} | {payer} | {due} |")
+        phone = p["phone_last4"] or "none: card number only"
+        lines.append(f"| {p['card_number']} | {p['nik']} | {keys(p['birth_date'])} | {phone} "
+                     f"| {status} | {p['segment']} | {p['class']} | {payer} | {due} |")
     lines += ["", "| Card | Fault injected by the reference service |", "|---|---|"]
     lines += [f"| {card} | {what} |" for card, what in FAULTS.items()]
     return "\n".join(lines) + "\n"

@@ -41,6 +41,8 @@ class Participant:
     segment: str
     member_class: int
     billing: Billing | None
+    # Last 4 digits of the registered mobile number (contract v1.1), None when there is none
+    phone_last4: str | None = None
 
     @property
     def active(self) -> bool:
@@ -72,6 +74,16 @@ def _date(value: Any, key: str) -> date:
     if not isinstance(value, str):
         raise ValueError(f"{key} is not a date")
     return date.fromisoformat(value)
+
+
+def _phone_last4(value: Any) -> str | None:
+    """v1.1: 4 digits, or null; a v1 server leaves the field out, which means null."""
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) == 4 and value.isascii()
+            and value.isdigit()):
+        raise ValueError("phone_last4 is not 4 digits")
+    return value
 
 
 def parse_participant(body: Any) -> Participant:
@@ -109,6 +121,7 @@ def parse_participant(body: Any) -> Participant:
             segment=_choice(body, "segment", SEGMENTS),
             member_class=_choice(body, "class", CLASSES),
             billing=billing,
+            phone_last4=_phone_last4(body.get("phone_last4")),
         )
     except KeyError as missing:
         raise ValueError(f"missing field {missing}") from None

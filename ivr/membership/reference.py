@@ -147,5 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=settings.membership_token,
                         help="require 'Authorization: Bearer TOKEN' (default: none)")
     args = parser.parse_args(argv)
+    from ..exposure import membership_server_problems
+    problems = membership_server_problems(args.host, args.token)
+    if problems:
+        parser.exit(2, f"ivr membership: refusing to start: {'; '.join(problems)}\n")
     asyncio.run(_serve(args.host, args.port, args.db, args.token))
     return 0
