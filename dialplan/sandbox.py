@@ -36,7 +36,8 @@ Test calls use AMI through panoramisk (the project's AMI client), imported only 
 Environment: ``IVR_ASTERISK_ROOT`` (default /var/cache/bpjs-ivr/asterisk-root),
 ``IVR_AGI_ADDRESS`` (127.0.0.1:4573), ``IVR_SOUNDS_DIR`` (prompts: <dir>/id/bpjs/<id>.sln),
 ``IVR_SIP_ADDRESS`` (127.0.0.1:5060), ``IVR_SIP_CALLERS`` (who is the test caller:
-127.0.0.1), ``IVR_RTP_PORTS`` (10000-20000), ``IVR_AMI_PORT`` (5038), ``IVR_DEBIAN_MIRROR``
+127.0.0.1), ``IVR_RTP_PORTS`` (10000-20000), ``IVR_AMI_PORT`` (5038), ``IVR_AMI_BIND``
+(127.0.0.1), ``IVR_DESK_AMI_PERMIT`` (127.0.0.1/255.255.255.255), ``IVR_DEBIAN_MIRROR``
 (debootstrap's default when unset). Secrets, none with a default: ``IVR_SANDBOX_AMI_SECRET``
 (AMI user "sandbox": test calls), ``IVR_AMI_SECRET`` (AMI user "desk": the agent desk),
 ``IVR_AGENT_PASSWORD`` (the demo agents agent1/agent2, desk and SIP alike); each one not
@@ -166,6 +167,10 @@ class Sandbox:
         self.agi_address = agi_address or env.get("IVR_AGI_ADDRESS") or "127.0.0.1:4573"
         self.sip_address = sip_address or env.get("IVR_SIP_ADDRESS") or "127.0.0.1:5060"
         self.ami_port = int(ami_port or env.get("IVR_AMI_PORT") or 5038)
+        # Where AMI listens and whence the desk may log in (the container opens both to
+        # the compose network; the sandbox keeps them on loopback).
+        self.ami_bind = env.get("IVR_AMI_BIND") or "127.0.0.1"
+        self.desk_ami_permit = env.get("IVR_DESK_AMI_PERMIT") or "127.0.0.1/255.255.255.255"
         # Secrets: given, or from the environment, else generated once per instance and
         # kept in its state file (secrets_file); there is no default secret.
         self._given_secrets = {
@@ -361,6 +366,8 @@ class Sandbox:
             "IVR_RTP_START": rtp_start,
             "IVR_RTP_END": rtp_end,
             "IVR_AMI_PORT": str(self.ami_port),
+            "IVR_AMI_BIND": self.ami_bind,
+            "IVR_DESK_AMI_PERMIT": self.desk_ami_permit,
             "IVR_AMI_SECRET": self.ami_secret,
             "IVR_DESK_AMI_SECRET": self.desk_ami_secret,
             "IVR_AGENT_PASSWORD": self.agent_password,

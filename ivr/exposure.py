@@ -95,7 +95,30 @@ def check(settings: Settings) -> list[str]:
     return problems
 
 
+def desk_problems(settings: Settings) -> list[str]:
+    """The agent desk: beyond loopback, the demo agents' password and the AMI secret of an
+    Asterisk beyond loopback must be real secrets (an accounts file holds only hashes)."""
+    problems = []
+    if not is_loopback(settings.desk_host) and not settings.desk_agents:
+        why = weak_secret(settings.agent_password)
+        if why:
+            problems.append(f"IVR_AGENT_PASSWORD is {why}, and the desk listens on "
+                            f"{settings.desk_host}")
+    if not is_loopback(settings.ami_host):
+        why = weak_secret(settings.ami_secret)
+        if why:
+            problems.append(f"IVR_AMI_SECRET is {why}, and Asterisk's AMI is at "
+                            f"{settings.ami_host}")
+    return problems
+
+
 def ensure_safe(settings: Settings) -> None:
     problems = check(settings)
     if problems:
         raise InsecureConfiguration("refusing to start: " + "; ".join(problems))
+
+
+def ensure_desk_safe(settings: Settings) -> None:
+    problems = desk_problems(settings)
+    if problems:
+        raise InsecureConfiguration("refusing to start the desk: " + "; ".join(problems))

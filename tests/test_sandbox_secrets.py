@@ -41,8 +41,12 @@ def test_rendered_config_uses_the_instance_secrets(tmp_path):
     pjsip = sandbox.render((SOURCE_DIR / "pjsip.conf").read_text(), {
         **values, "IVR_SIP_ADDRESS": "127.0.0.1:5060", "IVR_SIP_CALLERS": "127.0.0.1"})
     manager = sandbox.render((SOURCE_DIR / "manager.conf").read_text(),
-                             {**values, "IVR_AMI_PORT": "5038"})
+                             {**values, "IVR_AMI_PORT": "5038", "IVR_AMI_BIND": sandbox.ami_bind,
+                              "IVR_DESK_AMI_PERMIT": sandbox.desk_ami_permit})
     assert pjsip.count(f"password = {sandbox.agent_password}") == 2
     assert f"secret = {sandbox.desk_ami_secret}" in manager
     assert f"secret = {sandbox.ami_secret}" in manager
     assert not any(old in pjsip + manager for old in OLD_DEFAULTS)
+    # the sandbox's AMI stays on loopback, and so does the desk's login
+    assert "bindaddr = 127.0.0.1\n" in manager
+    assert "permit = 127.0.0.1/255.255.255.255" in manager.split("[desk]")[1].split("[")[0]

@@ -12,6 +12,7 @@ import sys
 from typing import AsyncIterator, Callable
 
 from ..config import Settings
+from ..exposure import InsecureConfiguration, ensure_desk_safe
 from ..store import open_store
 from .accounts import Accounts
 from .ami import AmiLink
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
                        port: int | None = None) -> AsyncIterator[tuple[str, Desk]]:
     """Yields the page's URL and the hub."""
+    ensure_desk_safe(settings)
     accounts = accounts or demo_accounts(settings)
     if not settings.ami_secret:
         raise ValueError("IVR_AMI_SECRET is not set: the desk has no default AMI secret")
@@ -111,6 +113,11 @@ def main(settings: Settings) -> int:
                                        agent_password=given.agent_password
                                        or settings.agent_password)
         where = f"kept in {sandbox.secrets_file}"
+    try:
+        ensure_desk_safe(settings)
+    except InsecureConfiguration as exc:
+        print(f"ivr desk: {exc}", file=sys.stderr)
+        return 2
     accounts = demo_accounts(settings)
     asyncio.run(serve_desk_until_stopped(
         settings, lambda url: print(credentials_banner(url, settings, accounts, where),
