@@ -148,6 +148,7 @@ class Lab:
         return {"IVR_AGI_HOST": "127.0.0.1", "IVR_AGI_PORT": str(port),
                 "IVR_MEMBERSHIP_URL": self.membership_url,
                 "IVR_STATE_DB": str(self.tmp / f"state-{n}.sqlite3"),
+                "IVR_STORE_DB": str(self.tmp / f"store-{n}.sqlite3"),
                 "IVR_CALL_RECORDS": str(self.tmp / f"calls-{n}.jsonl"),
                 "IVR_SOUNDS_DIR": str(self.sounds_dir)}
 

@@ -47,8 +47,12 @@ class PostgresServer:
         if self._as_root:
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8")
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                      "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8")
+        except BaseException:
+            self.remove()
+            raise
 
     @property
     def url(self) -> str:
@@ -88,7 +92,11 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def __enter__(self) -> "PostgresServer":
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

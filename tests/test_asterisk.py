@@ -147,6 +147,7 @@ def ivr_settings(name: str, membership_url: str, sounds: Path, tmp: Path, **over
     values = dict(agi_host="127.0.0.1", agi_port=0, membership_url=membership_url,
                   call_records=str(EVIDENCE / f"calls-asterisk-{name}.jsonl"),
                   state_db=str(tmp / f"state-{name}.sqlite3"), sounds_dir=str(sounds),
+                  store_db=str(tmp / f"store-{name}.sqlite3"),
                   lockout_salt="test-salt")
     values.update(overrides)
     return Settings.from_env({}, **values)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -104,6 +105,7 @@ def two_workers(membership_url, tmp_path):
     env = {**os.environ, "IVR_AGI_HOST": "127.0.0.1", "IVR_AGI_PORT": str(port),
            "IVR_MEMBERSHIP_URL": membership_url,
            "IVR_STATE_DB": str(tmp_path / "state.sqlite3"),
+           "IVR_STORE_DB": str(tmp_path / "store.sqlite3"),
            "IVR_CALL_RECORDS": str(tmp_path / "calls.jsonl"),
            "IVR_SOUNDS_DIR": str(tmp_path / "no-sounds")}
     log = open(tmp_path / "serve.log", "w+")
@@ -139,3 +141,7 @@ async def test_two_workers_serve_calls_from_two_processes(two_workers):
     assert not any(alive(pid) for pid in set(owners)), "a worker outlived the parent"
     records = (tmp_path / "calls.jsonl").read_text().splitlines()
     assert sum(json.loads(r)["outcome"] == "transfer" for r in records) == 8
+    # one of the workers forwarded the shared file into the store, each record once
+    with sqlite3.connect(tmp_path / "store.sqlite3") as db:
+        stored = [row[0] for row in db.execute("SELECT call_id FROM calls")]
+    assert sorted(stored) == sorted(json.loads(r)["call_id"] for r in records)
