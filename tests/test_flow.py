@@ -402,15 +402,27 @@ async def test_hang_up_mid_prompt_raises_and_keeps_what_was_learned(run):
         await run(f"{STATUS} h")
 
 
-async def test_time_to_status_counts_prompt_durations_until_the_first_status(run, lockout):
-    call = FakeCall(ScriptedCaller(STATUS))
-    dialog = Dialog(call, CATALOG, menu_timeout=5, first_digit_timeout=6, inter_digit_timeout=3)
+async def status_timing(lockout, barge_in: bool):
+    """A call on a clock where each sound takes 1 s: what the record's two figures say."""
+    call = FakeCall(ScriptedCaller(STATUS, barge_in=barge_in))
+    dialog = Dialog(call, CATALOG, menu_timeout=5, first_digit_timeout=6, inter_digit_timeout=3,
+                    clock=lambda: float(len(call.sounds)))
     dialog.durations = {p: 1000 for p in CATALOG.texts}
     hotline = Hotline(dialog, FakeMembership(SITI), lockout, call_id="x", caller="unknown",
                       settings=FlowSettings(), today=lambda: TODAY)
     state = await hotline.run()
-    sounds = [CATALOG.prompt_id(s) for s in call.sounds]
-    assert state.time_to_status_ms == 1000 * sounds.index(P.STATUS_ACTIVE)
+    return state, [CATALOG.prompt_id(s) for s in call.sounds]
+
+
+async def test_time_to_status_is_the_callers_time_and_audio_the_prompts_started(lockout):
+    patient, sounds = await status_timing(lockout, barge_in=False)
+    assert patient.time_to_status_ms == 1000 * sounds.index(P.STATUS_ACTIVE)
+    assert patient.audio_to_status_ms == patient.time_to_status_ms
+    # typing during the prompts cuts them: the caller reaches the status sooner
+    eager, sounds = await status_timing(lockout, barge_in=True)
+    assert sounds[:4] == [P.GREETING, P.ENTER_ID, P.READBACK_CARD, P.ENTER_BIRTH_DATE]
+    assert eager.time_to_status_ms == 4000 < patient.time_to_status_ms
+    assert eager.audio_to_status_ms == 4000
 
 
 def test_every_prompt_the_flow_names_is_in_the_catalog():
