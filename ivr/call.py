@@ -20,9 +20,11 @@ class CallerHungUp(Exception):
 @dataclass(frozen=True, slots=True)
 class Answer:
     """The keys typed in answer to one ``ask``, in order; ``#`` is among them when it ended
-    the entry. ``timed_out``: the caller paused longer than the timeout."""
+    the entry. ``timed_out``: the caller paused longer than the timeout. ``cut_after``:
+    seconds into a list of sounds when the first key stopped it, where that is known."""
     keys: str
     timed_out: bool
+    cut_after: float | None = None
 
 
 class Call(Protocol):

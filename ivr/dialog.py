@@ -106,10 +106,12 @@ class Dialog:
     def _sounds(self, utterances: Sequence[Utterance]) -> list[str]:
         return [self.catalog.sound_name(p) for u in utterances for p in u.prompt_ids]
 
-    def _played(self, utterances: Sequence[Utterance], since: float) -> None:
-        """Into the transcript: the utterances whose start had come when the command
-        that played them returned (all of them when durations are unknown)."""
-        heard_ms = (self.clock() - since) * 1000
+    def _played(self, utterances: Sequence[Utterance], since: float,
+                cut_after: float | None = None) -> None:
+        """Into the transcript: the utterances whose start had come when a key cut them
+        (``cut_after`` s in), else when the command that played them returned (all of
+        them when durations are unknown)."""
+        heard_ms = (self.clock() - since if cut_after is None else cut_after) * 1000
         offset = 0
         for utterance in utterances:
             if offset and offset >= heard_ms:
@@ -152,10 +154,18 @@ class Dialog:
             keys, self._typeahead = self._typeahead, ""
             return Answer(keys, False)
         since = self.clock()
+        answer = None
         try:
-            return await self.call.ask(self._sounds(sequence), max_keys, timeout, stray)
+            answer = await self.call.ask(self._sounds(sequence), max_keys, timeout, stray)
         finally:
-            self._played(sequence, since)
+            self._played(sequence, since, answer.cut_after if answer else None)
+        if stray and answer.keys.startswith(stray):
+            # the stray key came after the first sound: drop it, listen on if it was all
+            keys = answer.keys[len(stray):]
+            if keys or answer.timed_out:
+                return Answer(keys, answer.timed_out, answer.cut_after)
+            return await self.call.ask((), max_keys, timeout)
+        return answer
 
     async def listen_while(self, work: asyncio.Future, until: float, hold_after: float,
                            hold: Utterance) -> None:

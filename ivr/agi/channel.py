@@ -16,6 +16,7 @@ as few commands as possible, each of them listening from start to end:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Sequence
 
@@ -90,17 +91,21 @@ class AgiCall:
     async def ask(self, sounds: Sequence[str], max_keys: int, timeout: float,
                   ignore_first: str = "") -> Answer:
         sounds = list(sounds)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        key = None
         if ignore_first and sounds:
             escapes = "".join(k for k in ALL_KEYS if k not in ignore_first)
             key = await self._stream(sounds.pop(0), escapes)
-            if key is not None:
-                return await self._rest(key, max_keys, timeout)
-        if len(sounds) > 1:
+        if key is None and len(sounds) > 1:
             key = await self._read_first_key(sounds, timeout)
             if key is None:
                 return Answer("", True)
-            return await self._rest(key, max_keys, timeout)
-        return await self._get_data(sounds[0] if sounds else "", max_keys, timeout)
+        elif key is None:
+            return await self._get_data(sounds[0] if sounds else "", max_keys, timeout)
+        cut_after = loop.time() - started      # a key stopped the sounds here
+        answer = await self._rest(key, max_keys, timeout)
+        return Answer(answer.keys, answer.timed_out, cut_after)
 
     async def _rest(self, first: str, max_keys: int, timeout: float) -> Answer:
         if first == "#" or max_keys <= 1:
