@@ -138,15 +138,17 @@ def demo_path(record: dict) -> bool:
 
 
 def run_level(sandbox, calls: int, run: int, work: Path, *, agi_port: int, sip_port: int,
-              membership_url: str, sounds: Path, wait: float, gap: float) -> Level:
+              membership_url: str, sounds: Path, wait: float, gap: float,
+              ivr_src: Path = REPO) -> Level:
     work.mkdir(parents=True, exist_ok=True)
     records = work / "calls.jsonl"
     env = {"IVR_AGI_HOST": "127.0.0.1", "IVR_AGI_PORT": str(agi_port),
            "IVR_MEMBERSHIP_URL": membership_url, "IVR_CALL_RECORDS": str(records),
            "IVR_STATE_DB": str(work / "state.sqlite3"), "IVR_LOCKOUT_SALT": "bench-salt",
-           "IVR_SOUNDS_DIR": str(sounds), "IVR_LOG_LEVEL": "WARNING"}
-    ivr = Service("ivr", [sys.executable, "-m", "ivr", "serve"], env=env, port=agi_port,
-                  log=work / "ivr.log", cwd=REPO)
+           "IVR_SOUNDS_DIR": str(sounds), "IVR_LOG_LEVEL": "WARNING",
+           "PYTHONPATH": str(ivr_src)}
+    ivr = Service("ivr", [sys.executable, "-m", "ivr.cli", "serve"], env=env, port=agi_port,
+                  log=work / "ivr.log", cwd=ivr_src)
     seconds = write_dtmf_pcap(work / "dtmf.pcap", DEMO_KEYS, wait=wait, gap=gap)
     command = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(SCENARIO), "-s", "1500400",
                "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
@@ -190,6 +192,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap", type=float, default=0.3,
                         help="seconds of silence after each 100 ms key (0.3: 2.5 keys/s)")
     parser.add_argument("--sounds", default=str(REPO / "var" / "sounds"))
+    parser.add_argument("--ivr-src", default=str(REPO),
+                        help="the checkout whose IVR serves (to compare with an older one)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (records, logs, sipp's output)")
     return parser.parse_args(argv)
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     tmp = tempfile.mkdtemp(prefix="bench-sip-")
     membership_port = free_port()
-    membership = Service("membership", [sys.executable, "-m", "ivr", "membership",
+    membership = Service("membership", [sys.executable, "-m", "ivr.cli", "membership",
                                         "--port", str(membership_port),
                                         "--db", f"{tmp}/membership.sqlite3"],
                          port=membership_port, log=Path(tmp) / "membership.log", cwd=REPO)
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 level = run_level(sandbox, calls, run, Path(tmp) / f"{calls}-{run}",
                                   agi_port=agi_port, sip_port=sip_port, sounds=Path(o.sounds),
                                   membership_url=f"http://127.0.0.1:{membership_port}",
-                                  wait=o.wait, gap=o.gap)
+                                  wait=o.wait, gap=o.gap, ivr_src=Path(o.ivr_src))
                 print(level.line(), flush=True)
                 print(json.dumps({"bench": "sip", **asdict(level),
                                   "ratio": round(level.ratio, 4)}), flush=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bench.sip import write_dtmf_pcap
+from bench.sip import DEMO_KEYS, demo_path, write_dtmf_pcap
 from dialplan.sandbox import (FOREGROUND, PACKAGES, CallReport, Layout, Sandbox,
                               event_fields, asterisk_command)
 from ivr.agi.server import AgiServer
@@ -350,10 +350,10 @@ class SipRun:
 
 
 async def sipp(workdir: Path, keys: str, *, calls: int, caller_prefix: str,
-               sip_port: int, media_port: int) -> SipRun:
+               sip_port: int, media_port: int, gap: float = 0.25) -> SipRun:
     """``calls`` SIP callers at once (all within a second), each typing ``keys``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    seconds = write_dtmf_pcap(workdir / "dtmf.pcap", keys)
+    seconds = write_dtmf_pcap(workdir / "dtmf.pcap", keys, gap=gap)
     command = ["sipp", f"127.0.0.1:{SIP_PORT}", "-sf", str(SIP_SCENARIO), "-s", "1500400",
                "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(media_port),
                "-key", "caller_prefix", caller_prefix,
@@ -442,6 +442,10 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
             "sip-many": sipp(tmp / "sip-many", status_call(*GOVERNMENT), calls=6,
                              caller_prefix="081255520", sip_port=free_udp_port(),
                              media_port=16010),
+            # the SIP load benchmark's caller (bench/sip.py), a few at once: the demo path
+            # typed without a pause at 2.5 keys/s
+            "sip-load": sipp(tmp / "sip-load", DEMO_KEYS, calls=12, caller_prefix="081255530",
+                             sip_port=free_udp_port(), media_port=16030, gap=0.3),
         }
         tasks = {name: asyncio.create_task(job, name=name) for name, job in work.items()}
         try:
@@ -643,6 +647,19 @@ async def test_several_sip_callers_at_once(calls, ami_events):
     for hangup in hangups:
         record = await sip_record(hangup["CallId"])
         assert TEXT(P.BILL_GOVERNMENT) in record["transcript"]
+
+
+async def test_sip_callers_typing_without_pause_lose_no_key(calls, ami_events):
+    """The smoke version of the SIP load benchmark (bench/sip.py): every record is the
+    demo path's, so no key was lost."""
+    run = await calls["sip-load"]
+    assert run.returncode == 0, run.output[-3000:]
+    hangups = sip_reports(ami_events, run.caller_prefix, "IvrHangup")
+    assert len(hangups) == run.calls
+    records = [await sip_record(h["CallId"]) for h in hangups]
+    lost = [(r["menu_keys"], r["outcome"], r["transfer_reason"]) for r in records
+            if not demo_path(r)]
+    assert lost == []
 
 
 async def sip_record(call_id: str) -> dict:

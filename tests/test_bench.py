@@ -139,3 +139,12 @@ async def test_two_workers_serve_calls_from_two_processes(two_workers):
     assert not any(alive(pid) for pid in set(owners)), "a worker outlived the parent"
     records = (tmp_path / "calls.jsonl").read_text().splitlines()
     assert sum(json.loads(r)["outcome"] == "transfer" for r in records) == 8
+
+
+def test_regenerating_results_keeps_the_sip_section(tmp_path):
+    from bench.run import SIP_SECTION, _sip_section
+    path = tmp_path / "RESULTS.md"
+    assert _sip_section(path) == []
+    path.write_text(f"# Results\n\n## Figures\n\nx\n\n{SIP_SECTION}\n\n| 300 | 0 |\n\n"
+                    "## Raw figures (JSON)\n\n{}\n")
+    assert _sip_section(path) == [SIP_SECTION, "", "| 300 | 0 |", ""]
