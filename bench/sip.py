@@ -117,6 +117,7 @@ class Level:
     asterisk_cpu: float     # CPU seconds over the run
     ivr_cpu: float
     load: str               # /proc/loadavg just before the run
+    trivial: bool = False   # the control AGI served, not the hotline
 
     @property
     def ratio(self) -> float:
@@ -124,7 +125,7 @@ class Level:
 
     def line(self) -> str:
         per_call = 1000 / max(self.calls, 1)
-        return (f"{self.calls:4d} calls, run {self.run}: records {self.records}, demo path "
+        return (f"{self.calls:4d} calls, run {self.run}{' (trivial AGI)' if self.trivial else ''}: records {self.records}, demo path "
                 f"{self.good}, lost a key {self.lost}, no record {self.missing}; "
                 f"{self.seconds:.0f} s; CPU per call: Asterisk "
                 f"{self.asterisk_cpu * per_call:.0f} ms, IVR {self.ivr_cpu * per_call:.1f} ms "
@@ -139,7 +140,7 @@ def demo_path(record: dict) -> bool:
 
 def run_level(sandbox, calls: int, run: int, work: Path, *, agi_port: int, sip_port: int,
               membership_url: str, sounds: Path, wait: float, gap: float,
-              ivr_src: Path = REPO) -> Level:
+              ivr_src: Path = REPO, trivial: bool = False) -> Level:
     work.mkdir(parents=True, exist_ok=True)
     records = work / "calls.jsonl"
     env = {"IVR_AGI_HOST": "127.0.0.1", "IVR_AGI_PORT": str(agi_port),
@@ -147,8 +148,12 @@ def run_level(sandbox, calls: int, run: int, work: Path, *, agi_port: int, sip_p
            "IVR_STATE_DB": str(work / "state.sqlite3"), "IVR_LOCKOUT_SALT": "bench-salt",
            "IVR_SOUNDS_DIR": str(sounds), "IVR_LOG_LEVEL": "WARNING",
            "PYTHONPATH": str(ivr_src)}
-    ivr = Service("ivr", [sys.executable, "-m", "ivr.cli", "serve"], env=env, port=agi_port,
-                  log=work / "ivr.log", cwd=ivr_src)
+    command = [sys.executable, "-m", "ivr.cli", "serve"]
+    if trivial:
+        command = [sys.executable, "-m", "bench.trivial_agi", "--port", str(agi_port),
+                   "--records", str(records)]
+    ivr = Service("ivr", command, env=env, ready_text="127.0.0.1:" + str(agi_port),
+                  log=work / "ivr.log", cwd=ivr_src if not trivial else REPO)
     seconds = write_dtmf_pcap(work / "dtmf.pcap", DEMO_KEYS, wait=wait, gap=gap)
     command = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(SCENARIO), "-s", "1500400",
                "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
@@ -175,7 +180,7 @@ def run_level(sandbox, calls: int, run: int, work: Path, *, agi_port: int, sip_p
     return Level(calls, run, round(elapsed, 1), sipp.returncode == 0, len(found), good,
                  len(found) - good, max(calls - len(found), 0),
                  round(cpu_after[0] - cpu_before[0], 2), round(cpu_after[1] - cpu_before[1], 2),
-                 load)
+                 load, trivial)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -194,6 +199,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sounds", default=str(REPO / "var" / "sounds"))
     parser.add_argument("--ivr-src", default=str(REPO),
                         help="the checkout whose IVR serves (to compare with an older one)")
+    parser.add_argument("--trivial", action="store_true",
+                        help="the control: a trivial FastAGI (bench/trivial_agi.py) serves")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (records, logs, sipp's output)")
     return parser.parse_args(argv)
@@ -223,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 level = run_level(sandbox, calls, run, Path(tmp) / f"{calls}-{run}",
                                   agi_port=agi_port, sip_port=sip_port, sounds=Path(o.sounds),
                                   membership_url=f"http://127.0.0.1:{membership_port}",
-                                  wait=o.wait, gap=o.gap, ivr_src=Path(o.ivr_src))
+                                  wait=o.wait, gap=o.gap, ivr_src=Path(o.ivr_src),
+                                  trivial=o.trivial)
                 print(level.line(), flush=True)
                 print(json.dumps({"bench": "sip", **asdict(level),
                                   "ratio": round(level.ratio, 4)}), flush=True)
