@@ -65,6 +65,7 @@ SIP_SCENARIO = REPO / "tests" / "sip" / "hotline-caller.xml"
 PORT_SHIFT = int(os.environ.get("IVR_TEST_PORT_SHIFT", "0"))
 AGI_PORT, SIP_PORT, AMI_PORT = (14573 + PORT_SHIFT, 15060 + PORT_SHIFT, 15038 + PORT_SHIFT)
 RTP_PORTS = f"{20000 + 2000 * (PORT_SHIFT // 100)}-{21998 + 2000 * (PORT_SHIFT // 100)}"
+MEDIA_PORT = 16000 + PORT_SHIFT     # sipp's own RTP ports (several runs: +10, +20, ...)
 
 ACTIVE = ("0001234567890", "17081990")          # self-payer, 600 000 due
 GOVERNMENT = ("0001100000011", "12031975")      # PBI: paid by the government
@@ -405,7 +406,7 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
 
         async def sweep_over_sip() -> Sweep:
             run = await sipp(tmp / "sip-sweep", "", calls=1, caller_prefix=SWEEP_CALLER,
-                             sip_port=free_udp_port(), media_port=16020)
+                             sip_port=free_udp_port(), media_port=MEDIA_PORT + 20)
             assert run.returncode == 0, run.output[-3000:]
             return sip_sweep
 
@@ -438,14 +439,14 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
             "prompts-sip": sweep_over_sip(),
             "sip-one": sipp(tmp / "sip-one", status_call(*ACTIVE), calls=1,
                             caller_prefix="081255510", sip_port=free_udp_port(),
-                            media_port=16000),
+                            media_port=MEDIA_PORT),
             "sip-many": sipp(tmp / "sip-many", status_call(*GOVERNMENT), calls=6,
                              caller_prefix="081255520", sip_port=free_udp_port(),
-                             media_port=16010),
+                             media_port=MEDIA_PORT + 10),
             # the SIP load benchmark's caller (bench/sip.py), a few at once: the demo path
             # typed without a pause at 2.5 keys/s
             "sip-load": sipp(tmp / "sip-load", DEMO_KEYS, calls=12, caller_prefix="081255530",
-                             sip_port=free_udp_port(), media_port=16030, gap=0.3),
+                             sip_port=free_udp_port(), media_port=MEDIA_PORT + 30, gap=0.3),
         }
         tasks = {name: asyncio.create_task(job, name=name) for name, job in work.items()}
         try:
