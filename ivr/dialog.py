@@ -187,10 +187,16 @@ class Dialog:
                     finally:
                         self._played([hold], since)
                 continue
-            wait = min(LISTEN_SLICE, until - now)
+            wait = max(min(LISTEN_SLICE, until - now), 0.01)
             if not held:
-                wait = min(wait, started + hold_after - now)
-            self._keep(await self.call.wait_key(max(wait, 0.01)))
+                wait = max(min(wait, started + hold_after - now), 0.01)
+            key = await self.call.wait_key(wait)
+            self._keep(key)
+            rest = wait - (loop.time() - now)
+            if key is None and rest > 0:
+                # answered before its time (an emulated peer without a clock): wait for
+                # the work instead of asking again at once
+                await asyncio.wait({work}, timeout=rest)
 
     async def gather(self, *question: Utterance, max_digits: int,
                      terminator: str = "#", restart: str = "*") -> Gathered:

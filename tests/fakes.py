@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import date
 
 from ivr.call import Answer, CallerHungUp
-from ivr.dialog import LISTEN_SLICE
 from ivr.emulator import HANG_UP
 from ivr.membership import Billing, MembershipUnavailable, Participant
 
@@ -87,9 +86,6 @@ class FakeCall:
         if action == HANG_UP:
             self.hung_up = True
             raise CallerHungUp
-        # A silent caller's short waits (listening during a look-up) take their time, so
-        # that the look-up runs; long ones (a menu's) end at once.
-        await asyncio.sleep(timeout if action is None and timeout <= LISTEN_SLICE else 0)
         return action
 
     async def set_variable(self, name, value):
