@@ -573,9 +573,23 @@ def write_results(results: dict, text: str, path: Path = RESULTS) -> None:
         lines += ["", "| inclusive | frame |", "|---|---|"]
         lines += [f"| {pct} % | `{frame}` |" for frame, pct in prof["inclusive"]]
         lines.append("")
+    lines += _sip_section(path)
     lines += ["## Raw figures (JSON)", "", "```json", json.dumps(results, indent=1,
                                                                     default=str), "```", ""]
     path.write_text("\n".join(lines))
+
+
+SIP_SECTION = "## SIP load through the real Asterisk"
+
+
+def _sip_section(path: Path) -> list[str]:
+    """The SIP benchmark's section (bench/sip.py, written from its runs), kept as it is."""
+    text = path.read_text() if path.exists() else ""
+    if SIP_SECTION not in text:
+        return []
+    section = text[text.index(SIP_SECTION):]
+    end = section.find("\n## ", len(SIP_SECTION))
+    return (section if end < 0 else section[:end + 1]).splitlines()
 
 
 # -- the command
