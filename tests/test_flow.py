@@ -105,7 +105,7 @@ async def test_nik_is_complete_at_the_sixteenth_digit(run):
 async def test_a_hash_after_a_complete_nik_is_not_a_stray_key(run, barge_in):
     # the caller presses # out of habit after the 16th digit: while the read-back starts
     # (barge_in), or when the IVR next listens
-    r = await run(f"1 {NIK}# 1 {BORN}", barge_in=barge_in)
+    r = await run(f"1 {NIK}# 1 {BORN} 4821", barge_in=barge_in)
     assert r.state.outcome is Outcome.COMPLETED and r.state.verified_card == CARD
     assert r.dialog.menu_keys == ["1", "1"] and r.count(P.READBACK_NIK) == 1
     if not barge_in:   # (a barging caller's "1" cuts the read-back, by design of the script)
