@@ -120,7 +120,7 @@ def sandbox(sounds):
            if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
     box = Sandbox(name="test", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
                   sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, env=env)
+                  rtp_ports=RTP_PORTS, verbose=3, env=env)
     with in_use(box):
         box.down()                      # left running by an interrupted session: start afresh
         box.full_log.unlink(missing_ok=True)          # this module's calls only

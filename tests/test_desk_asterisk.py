@@ -192,6 +192,10 @@ async def test_a_transferred_caller_pops_up_verified_and_the_wrap_up_is_kept(
     assert context["wrapup"]["note"] == "status explained"
     assert context["queue"]["result"] == "answered"
     await until(lambda: desk.me("agent1")["state"] == "ready", "agent1 is ready again")
+    # Asterisk's log at its default level names no file played: a read-back is a row of
+    # digit files ("bpjs/num-0&bpjs/num-0&...") at level 3
+    log_text = sandbox.full_log.read_text(errors="replace")
+    assert "HOTLINE IvrRoute" in log_text and "bpjs/num-" not in log_text
     seen = await desk.store.audit_log(call_id)
     assert {(e["agent"], e["action"]) for e in seen} >= {("agent1", "view_context"),
                                                          ("agent2", "view_context")}
