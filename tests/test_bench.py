@@ -147,10 +147,11 @@ async def test_two_workers_serve_calls_from_two_processes(two_workers):
     assert sorted(stored) == sorted(json.loads(r)["call_id"] for r in records)
 
 
-def test_regenerating_results_keeps_the_sip_section(tmp_path):
-    from bench.run import SIP_SECTION, _sip_section
+def test_regenerating_results_keeps_the_sip_and_desk_sections(tmp_path):
+    from bench.run import DESK_SECTION, SIP_SECTION, _kept_section
     path = tmp_path / "RESULTS.md"
-    assert _sip_section(path) == []
+    assert _kept_section(path, SIP_SECTION) == []
     path.write_text(f"# Results\n\n## Figures\n\nx\n\n{SIP_SECTION}\n\n| 300 | 0 |\n\n"
-                    "## Raw figures (JSON)\n\n{}\n")
-    assert _sip_section(path) == [SIP_SECTION, "", "| 300 | 0 |", ""]
+                    f"{DESK_SECTION}\n\n| 1.5 ms |\n\n## Raw figures (JSON)\n\n{{}}\n")
+    assert _kept_section(path, SIP_SECTION) == [SIP_SECTION, "", "| 300 | 0 |", ""]
+    assert _kept_section(path, DESK_SECTION) == [DESK_SECTION, "", "| 1.5 ms |", ""]
