@@ -4,6 +4,7 @@ during the suite ends up (``test_zz_privacy`` reads them all)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import os
 import socket
 import subprocess
@@ -78,6 +79,22 @@ def settings(membership_url, tmp_path) -> Settings:
                              store_db=str(tmp_path / "store.sqlite3"),
                              sounds_dir=str(tmp_path / "no-sounds"),
                              lockout_salt="test-salt", hold_prompt_after=0.5)
+
+
+@pytest.fixture
+async def server_with(settings):
+    """Starts hotline servers with settings changed as asked; all are stopped after the
+    test. Yields ``start(**overrides) -> (server, app)``."""
+    from ivr.app import running_server
+    started = []
+
+    async def start(**overrides):
+        context = running_server(replace(settings, **overrides))
+        started.append(context)
+        return await context.__aenter__()
+    yield start
+    for context in reversed(started):
+        await context.__aexit__(None, None, None)
 
 
 @pytest.fixture

@@ -8,29 +8,14 @@ import logging
 import os
 import resource
 import socket
-from dataclasses import replace
 
 import pytest
 
 from ivr.agi.listener import RateLimitedWarning, allowed, parse_allow_list
-from ivr.app import running_server
 from ivr.config import Settings
 from ivr.emulator import asterisk_headers, encode_headers, place_call
 
 HEADERS = encode_headers(asterisk_headers("1700000000.7", caller="081234567890"))
-
-
-@pytest.fixture
-async def server_with(settings):
-    started = []
-
-    async def start(**overrides):
-        context = running_server(replace(settings, **overrides))
-        started.append(context)
-        return await context.__aenter__()
-    yield start
-    for context in reversed(started):
-        await context.__aexit__(None, None, None)
 
 
 def warnings(caplog, text: str) -> list[logging.LogRecord]:

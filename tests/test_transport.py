@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +12,6 @@ import pytest
 
 from ivr.agi.codec import ProtocolError
 from ivr.agi.session import AgiSession, SessionClosed
-from ivr.app import running_server
 from ivr.emulator import asterisk_headers, encode_headers, place_call
 
 HEADERS = encode_headers(asterisk_headers("1700000000.9", caller="081234567890"))
@@ -60,19 +58,6 @@ async def closed_by_server(port: int, payload: bytes, seconds: float) -> bool:
         return False
     finally:
         writer.close()
-
-
-@pytest.fixture
-async def server_with(settings):
-    started = []
-
-    async def start(**overrides):
-        context = running_server(replace(settings, **overrides))
-        started.append(context)
-        return await context.__aenter__()
-    yield start
-    for context in reversed(started):
-        await context.__aexit__(None, None, None)
 
 
 # -- the header block
