@@ -36,8 +36,8 @@ from .config import Settings
 # A caller who types ahead needs no more than this between two answers; "_" in --keys.
 GROUP_PAUSE = "W"
 SILENCE = "WWWWWW"
-# The test agent that answers transfers in the sandbox: it reports what it inherited and
-# hangs up after 2 s. Penalty 1: a registered agent softphone (penalty 0) is rung first.
+# The tests' stand-in agent (test_asterisk.py adds it to the queue): it reports what it
+# inherited and hangs up after 2 s. A person's transfer waits for an agent of the desk.
 REPORT_AGENT = "Local/report@agent/n"
 
 
@@ -224,8 +224,6 @@ def call(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ivr call: {exc}", file=sys.stderr)
         return 2
     live = args.keys is None
-    # (says "Already there" from the second call on)
-    sandbox.cli(f"queue add member {REPORT_AGENT} to agents penalty 1")
     name = time.strftime("call-%Y%m%d-%H%M%S")
     narrator = Narrator(_Listener())
 
