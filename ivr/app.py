@@ -180,7 +180,8 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         forwarder = RecordForwarder(store, outbox or settings.call_records)
         await forwarder.start()
         stack.push_async_callback(forwarder.stop)
-        records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake)
+        records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake,
+                               max_waiting=settings.records_max_waiting)
         stack.callback(records.close)
         yield HotlineApp(settings, membership, lockout, records,
                          durations=prompt_durations(settings))
@@ -245,18 +246,41 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
             yield server, app
         finally:
             collector.cancel()
-            await server.close()
+            await server.close(settings.drain_seconds)
 
 
 async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer], None], *,
-                              reuse_port: bool = False) -> None:
+                              reuse_port: bool = True) -> None:
     """Run the hotline until SIGINT or SIGTERM, then drain and stop; ``on_ready`` is told
-    once the server listens (a banner, a worker's ready message)."""
+    once the server listens (a banner, a worker's ready message).
+
+    The port is bound with ``SO_REUSEPORT``, so that a new process can listen beside one
+    that drains (a deploy without a gap). A second SIGINT or SIGTERM ends the drain at once.
+    SIGHUP (logrotate's signal) reopens the call-record file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    running: list[AgiServer] = []
+
+    def stop_or_hurry() -> None:
+        if stop.is_set() and running:
+            log.warning("asked again to stop: ending the calls still in progress now")
+            running[0].hurry()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings, reuse_port=reuse_port) as (server, _app):
-        on_ready(server)
-        await stop.wait()
-        log.info("shutting down")
+        loop.add_signal_handler(sig, stop_or_hurry)
+    try:
+        async with running_server(settings, reuse_port=reuse_port) as (server, app):
+            running.append(server)
+
+            def reopen_records() -> None:
+                log.info("SIGHUP: reopening the call-record file")
+                app.records.reopen()
+
+            loop.add_signal_handler(signal.SIGHUP, reopen_records)
+            on_ready(server)
+            await stop.wait()
+            log.info("shutting down: draining calls for up to %.0f s (IVR_DRAIN_SECONDS)",
+                     settings.drain_seconds)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
