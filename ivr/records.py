@@ -209,8 +209,12 @@ class RecordWriter:
                         target.close()
                     self.reopened += 1
                 for target in targets:
-                    self._add(target, batch, main=target is targets[0])
+                    target.waiting.extend(batch)
                 written = sum(self._flush(t, main=t is targets[0]) for t in targets)
+                for target in targets:       # what the disk refused, beyond the bound
+                    self._drop(target, len(target.waiting) - self.max_waiting,
+                               main=target is targets[0],
+                               why=f"{self.max_waiting} records already wait")
                 if written and self.on_written is not None:
                     try:
                         self.on_written()
@@ -226,19 +230,12 @@ class RecordWriter:
             for target in targets:
                 target.close()
 
-    def _add(self, target: _Target, batch: list[bytes], *, main: bool) -> None:
-        room = self.max_waiting - len(target.waiting)
-        target.waiting.extend(batch[:max(room, 0)])
-        if len(batch) > room:
-            self._drop(target, len(batch) - max(room, 0), main=main, queued=False,
-                       why=f"{self.max_waiting} records already wait")
-
-    def _drop(self, target: _Target, count: int, *, main: bool, why: str,
-              queued: bool = True) -> None:
+    def _drop(self, target: _Target, count: int, *, main: bool, why: str) -> None:
+        """Give up the ``count`` newest waiting records (the oldest keep their order)."""
         if count <= 0:
             return
-        for _ in range(count if queued else 0):
-            target.waiting.popleft()
+        for _ in range(count):
+            target.waiting.pop()
         if target.lost_in_episode == 0:
             log.error("call records are being lost (%s): %s", target.path, why)
         target.lost_in_episode += count
