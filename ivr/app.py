@@ -23,6 +23,7 @@ from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
 from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
+from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
 from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
@@ -166,7 +167,9 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         membership = MembershipClient(settings.effective_membership_url,
                                       settings.membership_token,
                                       connect_timeout=settings.membership_connect_timeout,
-                                      total_timeout=settings.lookup_timeout)
+                                      total_timeout=settings.lookup_timeout,
+                                      breaker=CircuitBreaker(settings.breaker_failures,
+                                                             settings.breaker_retry_seconds))
         await membership.start()
         stack.push_async_callback(membership.close)
         lockout = lockout_store(settings)
