@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ivr.emulator import AsteriskEmulator, ScriptedCaller, encode_headers
+from ivr.emulator import AsteriskEmulator, ScriptedCaller, encode_headers, split_command
 
 from .paths import BY_NAME, PATHS, CallPath
 
@@ -124,6 +124,21 @@ def think_seconds(command: str, reply: str, phase: Phase) -> float:
             ms = full / 2
         else:                              # hung up during it, or not played
             ms = 220 if "endpos=1760" in reply else 0
+    elif command.startswith("GET DATA "):
+        # the prompt, the keys, and the timeout when the caller paused (no barge-in here)
+        _, _, sound, timeout, *_ = split_command(command)
+        result = reply.rpartition("result=")[2]
+        ms = phase.durations.get(sound.rpartition("/")[2], DEFAULT_PROMPT_MS) if sound else 0
+        if result.startswith("-1"):
+            ms = 0
+        else:
+            digits = result.split(" ")[0]
+            ms += len(digits) * phase.key_ms + (float(timeout) if "(timeout)" in result else 0)
+    elif command.startswith("EXEC Read "):
+        # Read plays a list of sounds (a&b&c) and takes one key
+        sounds = command.split(",")[1].split("&") if "," in command else []
+        ms = sum(phase.durations.get(s.rpartition("/")[2], DEFAULT_PROMPT_MS) for s in sounds)
+        ms += phase.key_ms
     elif command.startswith("WAIT FOR DIGIT "):
         if reply.endswith("result=0"):
             ms = float(command[15:])        # no key: the whole timeout

@@ -573,9 +573,27 @@ def write_results(results: dict, text: str, path: Path = RESULTS) -> None:
         lines += ["", "| inclusive | frame |", "|---|---|"]
         lines += [f"| {pct} % | `{frame}` |" for frame, pct in prof["inclusive"]]
         lines.append("")
+    for heading in KEPT_SECTIONS:
+        lines += _kept_section(path, heading)
     lines += ["## Raw figures (JSON)", "", "```json", json.dumps(results, indent=1,
                                                                     default=str), "```", ""]
     path.write_text("\n".join(lines))
+
+
+SIP_SECTION = "## SIP load through the real Asterisk"
+DESK_SECTION = "## The agent desk"
+# Sections other benchmarks write (bench/sip.py, bench/desk.py, bench/store.py): kept as
+# they are when this one rewrites the file.
+KEPT_SECTIONS = (SIP_SECTION, DESK_SECTION)
+
+
+def _kept_section(path: Path, heading: str) -> list[str]:
+    text = path.read_text() if path.exists() else ""
+    if heading not in text:
+        return []
+    section = text[text.index(heading):]
+    end = section.find("\n## ", len(heading))
+    return (section if end < 0 else section[:end + 1]).splitlines()
 
 
 # -- the command

@@ -153,6 +153,7 @@ class Sandbox:
                  agent_password: str | None = None,
                  sip_callers: str | None = None,
                  rtp_ports: str | None = None,
+                 verbose: int | None = None,
                  mirror: str | None = None,
                  env: dict[str, str] | None = None):
         """Arguments left out are read from ``env`` (default ``os.environ``). ``name``
@@ -170,6 +171,9 @@ class Sandbox:
         # Where AMI listens and whence the desk may log in (the container opens both to
         # the compose network; the sandbox keeps them on loopback).
         self.ami_bind = env.get("IVR_AMI_BIND") or "127.0.0.1"
+        # 3 logs every file played (a read-back's digits among them): tests only.
+        self.verbose = int(verbose if verbose is not None else
+                           env.get("IVR_ASTERISK_VERBOSE") or 2)
         self.desk_ami_permit = env.get("IVR_DESK_AMI_PERMIT") or "127.0.0.1/255.255.255.255"
         # Secrets: given, or from the environment, else generated once per instance and
         # kept in its state file (secrets_file); there is no default secret.
@@ -367,6 +371,7 @@ class Sandbox:
             "IVR_RTP_END": rtp_end,
             "IVR_AMI_PORT": str(self.ami_port),
             "IVR_AMI_BIND": self.ami_bind,
+            "IVR_ASTERISK_VERBOSE": str(self.verbose),
             "IVR_DESK_AMI_PERMIT": self.desk_ami_permit,
             "IVR_AMI_SECRET": self.ami_secret,
             "IVR_DESK_AMI_SECRET": self.desk_ami_secret,

@@ -141,7 +141,8 @@ class HotlineApp:
         record.menu_keys = dialog.menu_keys
         record.membership_latency_ms = state.membership_latency_ms
         record.membership_lookups = state.membership_lookups
-        record.time_to_status_ms = state.time_to_status_ms if self.durations else None
+        record.time_to_status_ms = state.time_to_status_ms
+        record.audio_to_status_ms = state.audio_to_status_ms if self.durations else None
         record.missing_prompts = call.missing_sounds
         record.transcript = dialog.transcript
         self.records.write(record)

@@ -5,6 +5,10 @@ answers commands as Asterisk 22 answers them (``../shared/notes/asterisk.md``): 
 sound is ``200 result=-1 endpos=0``; a key that interrupts a playback is its ASCII code; a
 caller who hangs up makes the playback in progress end with ``result=-1``, then ``HANGUP``
 comes before the next reply, and input commands get ``511`` while ``SET VARIABLE`` still works.
+``GET DATA`` answers the digits without the ``#`` that ended them, ``(timeout)`` after a
+pause, ``result=`` for a lone ``#`` and ``-1`` for a missing prompt (``""`` plays nothing);
+``EXEC Read`` plays an ``&`` list, skips missing sounds silently, and leaves ``READSTATUS``
+and its variable for ``GET FULL VARIABLE`` (all observed on Asterisk 22.10.1).
 
 It serves ``ivr call`` (a person at a terminal), the protocol tests and the load benchmark.
 It is a stand-in for fast tests, not for the real Asterisk the integration tests also use.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,8 @@ USAGE = ("520-Invalid command syntax.  Proper usage follows:\n"
          "520 End of proper usage.")
 
 _ids = itertools.count(1)
+_ASK = object()              # no key yet: ask the caller
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
 class Caller(Protocol):
@@ -89,7 +96,8 @@ class EmulatedCall:
     headers: dict[str, str]
     sounds: list[str] = field(default_factory=list)        # every STREAM FILE, in order
     commands: list[str] = field(default_factory=list)
-    variables: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)     # set by the AGI
+    app_variables: dict[str, str] = field(default_factory=dict)  # set by applications (Read)
     hung_up: bool = False
     keys_sent: str = ""
     ended: str = ""          # how the session ended: "server closed", "limit", ...
@@ -165,7 +173,9 @@ class AsteriskEmulator:
             "STREAM FILE": self._stream_file, "WAIT FOR DIGIT": self._wait_for_digit,
             "SET VARIABLE": self._set_variable, "GET VARIABLE": self._get_variable,
             "CHANNEL STATUS": self._channel_status, "ANSWER": self._answer,
-            "VERBOSE": self._always_one, "NOOP": self._noop}
+            "VERBOSE": self._always_one, "NOOP": self._noop,
+            "GET DATA": self._get_data, "EXEC": self._exec,
+            "GET FULL VARIABLE": self._get_full_variable}
 
     async def run(self) -> EmulatedCall:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -269,6 +279,89 @@ class AsteriskEmulator:
             return "200 result=0"
         self.call.keys_sent += action
         return f"200 result={ord(action)}"
+
+    def _get_data(self, args: list[str]) -> str | Awaitable[str]:
+        sound = args[0]
+        int(args[1]) if len(args) > 1 else 0
+        max_keys = int(args[2]) if len(args) > 2 else 1024
+        if self.call.hung_up:
+            return DEAD
+        if sound and self.missing(sound):
+            return "200 result=-1"
+        action = _ASK
+        if sound:
+            self.call.sounds.append(sound)
+            action = self.caller.on_prompt(sound, True)
+            action = _ASK if action is None else action
+        return self._collect("", max_keys, "#", action, self._get_data_reply)
+
+    @staticmethod
+    def _get_data_reply(keys: str, ended: str) -> str:
+        if ended == HANG_UP:
+            return "200 result=-1"
+        return f"200 result={keys} (timeout)" if ended == "timeout" else f"200 result={keys}"
+
+    def _collect(self, keys: str, max_keys: int, terminators: str, action: object,
+                 finish: Callable[[str, str], str]) -> str | Awaitable[str]:
+        """Keys from the caller until ``max_keys``, a terminator, a pause or a hang-up;
+        ``finish(keys, how)`` makes the reply."""
+        while len(keys) < max_keys:
+            if action is _ASK:
+                action = self.caller.on_wait()
+                if inspect.isawaitable(action):
+                    return self._collect_later(keys, max_keys, terminators, action, finish)
+            if action == HANG_UP:
+                self._hang_up()
+                return finish(keys, HANG_UP)
+            if action is None:
+                return finish(keys, "timeout")
+            self.call.keys_sent += action
+            if action in terminators:
+                return finish(keys, "terminator")
+            keys += action
+            action = _ASK
+        return finish(keys, "complete")
+
+    async def _collect_later(self, keys: str, max_keys: int, terminators: str,
+                             pending: Awaitable, finish: Callable[[str, str], str]) -> str:
+        reply = self._collect(keys, max_keys, terminators, await pending, finish)
+        while not isinstance(reply, str):
+            reply = await reply
+        return reply
+
+    def _exec(self, args: list[str]) -> str | Awaitable[str]:
+        if args[0].lower() != "read":
+            return "200 result=-2"
+        options = (args[1] if len(args) > 1 else "").split(",")
+        variable = options[0]
+        sounds = [s for s in (options[1] if len(options) > 1 else "").split("&") if s]
+        max_keys = int(options[2]) if len(options) > 2 and options[2] else 255
+        flags = options[3] if len(options) > 3 else ""
+        terminators = "" if "t()" in flags else "#"
+
+        def finish(keys: str, ended: str) -> str:
+            status = {HANG_UP: "HANGUP", "timeout": "TIMEOUT" if not keys else "OK"}
+            self.call.app_variables["READSTATUS"] = status.get(ended, "OK")
+            self.call.app_variables[variable] = keys
+            return "200 result=-1" if ended == HANG_UP else "200 result=0"
+
+        if self.call.hung_up:
+            return finish("", HANG_UP)
+        action = _ASK
+        for sound in sounds:
+            if self.missing(sound):
+                continue
+            self.call.sounds.append(sound)
+            action = self.caller.on_prompt(sound, True)
+            if action is not None:
+                break
+            action = _ASK
+        return self._collect("", max_keys, terminators, action, finish)
+
+    def _get_full_variable(self, args: list[str]) -> str:
+        known = {**self.call.app_variables, **self.call.variables}
+        value = _VARIABLE.sub(lambda m: known.get(m[1], ""), args[0])
+        return f"200 result=1 ({value})"
 
     def _set_variable(self, args: list[str]) -> str:
         name, value = args[0], args[1]

@@ -68,7 +68,8 @@ class CallState:
     identifier_masked: str = ""      # the last identifier typed, masked (for agents)
     membership_latency_ms: float | None = None
     membership_lookups: int = 0
-    time_to_status_ms: int | None = None
+    time_to_status_ms: int | None = None    # wall clock from answer to the status
+    audio_to_status_ms: int | None = None   # full length of the prompts started before it
 
 
 class CallEnded(Exception):
@@ -214,16 +215,17 @@ class Hotline:
         await self.say(prompt_id, barge_in=True)
 
     async def look_up(self, identifier: str) -> Participant | None:
-        """Ask the membership service; say "mohon tunggu" only if it takes a while."""
+        """Ask the membership service, listening meanwhile (a key pressed now is kept);
+        say "mohon tunggu" only if it takes a while."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         task = asyncio.create_task(self.membership.lookup(identifier, self.call_id))
         failed = False
         participant = None
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.settings.hold_prompt_after)
-            if not done:
-                await self.say(P.PLEASE_WAIT)
+            await self.dialog.listen_while(task, started + self.settings.lookup_timeout,
+                                           self.settings.hold_prompt_after,
+                                           self.dialog.prompt(P.PLEASE_WAIT))
             remaining = started + self.settings.lookup_timeout - loop.time()
             participant = await asyncio.wait_for(task, max(remaining, 0.0))
         except (MembershipUnavailable, TimeoutError):
@@ -258,8 +260,10 @@ class Hotline:
                 return
 
     async def report(self, participant: Participant) -> None:
-        if self.state.time_to_status_ms is None:
-            self.state.time_to_status_ms = self.dialog.prompt_ms
+        """The status, said with the post-menu that follows it (one question)."""
+        if self.state.time_to_status_ms is None and not self.dialog.typed_ahead:
+            self.state.time_to_status_ms = self.dialog.elapsed_ms()
+            self.state.audio_to_status_ms = self.dialog.audio_ms
         await self.dialog.say(*self.status(participant), barge_in=True)
 
     def status(self, p: Participant) -> list[Utterance]:

@@ -43,7 +43,10 @@ class CallRecord:
     menu_keys: list[str] = field(default_factory=list)
     membership_latency_ms: float | None = None   # the last lookup in the call
     membership_lookups: int = 0
-    time_to_status_ms: int | None = None          # prompt time before the first status
+    # From answer to the first status prompt: wall clock (prompts as far as they played,
+    # waits for keys and for the look-up), and the full length of the prompts started.
+    time_to_status_ms: int | None = None
+    audio_to_status_ms: int | None = None
     missing_prompts: list[str] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
 

@@ -30,7 +30,8 @@ TRIM_BELOW_PEAK_DB = 40.0
 TRIM_CHUNK_MS = 5
 # Silence added to each side after trimming. Fragments (number words) are concatenated into
 # one phrase, so their edges are short and all equal; full prompts get a little more air.
-EDGE_MS = {"fragment": 40, "prompt": 80}
+# Asterisk's Read, which plays a read-back as one list, adds 50 ms between its sounds.
+EDGE_MS = {"fragment": 25, "prompt": 60}
 
 
 def processing_sha256(kind: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import replace
 from datetime import date
 
-from ivr.call import CallerHungUp
+from ivr.call import Answer, CallerHungUp
 from ivr.emulator import HANG_UP
 from ivr.membership import Billing, MembershipUnavailable, Participant
 
@@ -47,6 +47,38 @@ class FakeCall:
             if barge_in and action is not None:
                 return action
         return None
+
+    async def ask(self, sounds, max_keys, timeout, ignore_first=""):
+        """As Asterisk's GET DATA and Read do: the sounds play until a key; the answer ends
+        at ``max_keys``, at # (kept in the keys) or at a pause."""
+        action = None
+        for index, sound in enumerate(sounds):
+            if self.hung_up:
+                raise CallerHungUp
+            if sound in self.missing:
+                continue
+            self.sounds.append(sound)
+            action = self._check(self.caller.on_prompt(sound, True))
+            if index == 0 and action is not None and action in ignore_first:
+                action = None
+            if action is not None:
+                break
+        keys = ""
+        while True:
+            if action is None:
+                action = await self.wait_key(timeout)
+                if action is None:
+                    return Answer(keys, True)
+            keys += action
+            if action == "#" or len(keys) >= max_keys:
+                return Answer(keys, False)
+            action = None
+
+    def _check(self, action):
+        if action == HANG_UP:
+            self.hung_up = True
+            raise CallerHungUp
+        return action
 
     async def wait_key(self, timeout):
         if self.hung_up:

@@ -17,9 +17,10 @@ call record the IVR wrote (to the EVIDENCE folder, read by the privacy test).
 
 Timing. A call lasts as long as its prompts (10-60 s). All calls start together when the
 module begins, so the module takes about as long as its longest call; each test waits for
-its own call. Callers type ahead (the IVR keeps keys pressed during a prompt), but Asterisk
-drops DTMF that arrives while no AGI command runs (e.g. during the membership look-up), so
-scripts leave a second ("W") after each answer.
+its own call. Callers type ahead (the IVR keeps keys pressed during a prompt). Asterisk
+drops DTMF that arrives while no AGI command runs; the IVR leaves no such moment where a
+caller may type, which the callers pressing keys at random moments check (live keys, by
+AMI, while the test watches the AGI commands of the call).
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bench.sip import DEMO_KEYS, demo_path, write_dtmf_pcap
 from dialplan.sandbox import (FOREGROUND, PACKAGES, CallReport, Layout, Sandbox,
                               event_fields, asterisk_command)
 from ivr.agi.server import AgiServer
 from ivr.app import running_server, running_services
 from ivr.asterisk import REPORT_AGENT, dtmf_script
 from ivr.config import Settings
+from ivr.membership.demo import FAULT_SLOW
 from ivr.names import P
 from ivr.privacy import mask_caller
 from prompts import load_catalog
@@ -62,10 +65,12 @@ SIP_SCENARIO = REPO / "tests" / "sip" / "hotline-caller.xml"
 PORT_SHIFT = int(os.environ.get("IVR_TEST_PORT_SHIFT", "0"))
 AGI_PORT, SIP_PORT, AMI_PORT = (14573 + PORT_SHIFT, 15060 + PORT_SHIFT, 15038 + PORT_SHIFT)
 RTP_PORTS = f"{20000 + 2000 * (PORT_SHIFT // 100)}-{21998 + 2000 * (PORT_SHIFT // 100)}"
+MEDIA_PORT = 16000 + PORT_SHIFT     # sipp's own RTP ports (several runs: +10, +20, ...)
 
 ACTIVE = ("0001234567890", "17081990")          # self-payer, 600 000 due
 GOVERNMENT = ("0001100000011", "12031975")      # PBI: paid by the government
 ARREARS = ("0001100000055", "14021993")         # not active: arrears, 980 000 due
+SLOW = (FAULT_SLOW, "01011980")                 # the membership service answers in 1.5 s
 SWEEP_CALLER = "081199990"                      # the SIP caller who gets the prompt sweep
 
 
@@ -115,7 +120,7 @@ def sandbox(sounds):
            if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
     box = Sandbox(name="test", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
                   sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, env=env)
+                  rtp_ports=RTP_PORTS, verbose=3, env=env)
     with in_use(box):
         box.down()                      # left running by an interrupted session: start afresh
         box.full_log.unlink(missing_ok=True)          # this module's calls only
@@ -171,16 +176,114 @@ class LocalCall:
 
 
 async def local_call(sandbox: Sandbox, settings: Settings, keys: str, *, caller_id: str,
-                     hold: float = 150, agi: str | None = None) -> LocalCall:
+                     hold: float = 150, agi: str | None = None, **originate) -> LocalCall:
     """A Local-channel call to 1500400, served by a FastAGI server of its own (or sent to
     ``agi``); returns when the hotline channel has hung up."""
     started = time.monotonic()
     async with running_server(settings) as (server, app):
         report = await sandbox.originate_local_async(
             keys=keys, hold=hold, caller_id=caller_id, timeout=200,
-            variables={"IVR_AGI": agi or f"127.0.0.1:{server.port}"})
+            variables={"IVR_AGI": agi or f"127.0.0.1:{server.port}"}, **originate)
         assert app.records.flush()
     return LocalCall(report, read_records(settings.call_records), time.monotonic() - started)
+
+
+# --- Callers pressing keys live (AMI PlayDTMF) while watching the call's AGI commands
+
+KEY_EVERY = 0.4         # a human pace: each key sounds 100 ms, then 300 ms of silence
+
+
+@dataclass
+class LiveCall:
+    call: LocalCall
+    placed: float               # time.monotonic() when the call was placed
+    first_key: float = 0.0      # ... when the caller pressed the first and the last key
+    last_key: float = 0.0
+    status_seen: float = 0.0    # ... when the test saw the command playing the status
+
+
+class LiveCaller:
+    """Presses keys on a live Local call and sees the AGI commands the call runs."""
+
+    def __init__(self) -> None:
+        self.keys: asyncio.Queue[str | None] = asyncio.Queue()
+        self.commands: asyncio.Queue[str] = asyncio.Queue()
+        self.log: list[tuple[float, str]] = []
+        self.first_key = self.last_key = self.status_seen = 0.0
+
+    def seen(self, command: str) -> None:
+        now = time.monotonic()
+        self.log.append((now, command))
+        if f"bpjs/{P.STATUS_ACTIVE}" in command and not self.status_seen:
+            self.status_seen = now
+        self.commands.put_nowait(command)
+
+    async def until(self, sound: str) -> None:
+        """Until the call runs a command that plays ``bpjs/<sound>``."""
+        while f"bpjs/{sound}" not in await self.commands.get():
+            pass
+
+    def press(self, key: str) -> None:
+        now = time.monotonic()
+        self.first_key = self.first_key or now
+        self.last_key = now
+        self.keys.put_nowait(key)
+
+    async def type(self, keys: str, every: float = KEY_EVERY) -> None:
+        for key in keys:
+            self.press(key)
+            await asyncio.sleep(every)
+
+
+async def live_call(sandbox: Sandbox, settings: Settings, caller_id: str, behaviour
+                    ) -> LiveCall:
+    """A Local call whose caller is ``behaviour(LiveCaller)``, run beside the call."""
+    caller = LiveCaller()
+    placed = time.monotonic()
+    acting = asyncio.create_task(behaviour(caller))
+    try:
+        call = await local_call(sandbox, settings, "", caller_id=caller_id, hold=120,
+                                live_keys=caller.keys, on_agi_command=caller.seen)
+    finally:
+        acting.cancel()
+    return LiveCall(call, placed, caller.first_key, caller.last_key, caller.status_seen)
+
+
+def typing_ahead(card: str, born: str):
+    """The experienced caller: 1 during the greeting, the card and # as soon as asked, 1 as
+    soon as the read-back starts, the birth date as soon as asked; keys at a human pace."""
+    async def behaviour(caller: LiveCaller) -> None:
+        await caller.until(P.GREETING)
+        await asyncio.sleep(0.5)
+        caller.press("1")
+        await caller.until(P.ENTER_ID)
+        await caller.type(card + "#")
+        await caller.until(P.READBACK_CARD)
+        caller.press("1")
+        await caller.until(P.ENTER_BIRTH_DATE)
+        await caller.type(born)
+    return behaviour
+
+
+def keys_at_random(card: str, born: str, seed: int):
+    """A caller who types the path at random moments, blind to the prompts: 1, the card
+    and #, 1, the birth date, then 0 (an agent) while the look-up runs or just after. Each
+    gap is 0.2-1.2 s (a 100 ms tone and a pause), so keys fall anywhere: in a prompt, as
+    one ends, between two commands, during the look-up. Every key must be heard."""
+    rng = random.Random(seed)
+
+    async def behaviour(caller: LiveCaller) -> None:
+        await caller.until(P.GREETING)
+        await asyncio.sleep(rng.uniform(0.3, 3.0))
+        for key in "1" + card + "#" + "1" + born:
+            caller.press(key)
+            await asyncio.sleep(rng.uniform(0.2, 1.2))
+        await asyncio.sleep(rng.uniform(0.0, 1.8))
+        caller.press("0")
+    return behaviour
+
+
+RANDOM_CALLS = [(seed, ACTIVE if seed % 2 else SLOW) for seed in range(1, 9)]
 
 
 # --- Every prompt, played by Asterisk
@@ -239,69 +342,6 @@ def files_played(sandbox: Sandbox, channel: str) -> dict[str, str]:
 
 # --- SIP: sipp with RFC 4733 DTMF from a pcap
 
-EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
-          "D": 15}
-
-
-def write_dtmf_pcap(path: Path, keys: str, *, wait: float = 2.0, gap: float = 0.25,
-                    tone: float = 0.1) -> float:
-    """An RTP stream as a phone sends it, in a pcap (Ethernet/IPv4/UDP/RTP): G.711 silence
-    every 20 ms, and each key as RFC 4733 telephone-events (payload type 101): packets
-    sharing the event's timestamp with a growing duration, the first marked, the end packet
-    three times; the next key later. Keys as for the Local caller: ``w``/``W`` pause 0.5/1 s.
-    Returns the stream's length in seconds."""
-    ptime, rate, ssrc = 0.02, 8000, 0x1500400
-    tones: list[tuple[int, int, int]] = []     # (event, first tick, ticks sounding)
-    tick = round(wait / ptime)
-    for key in keys:
-        if key in "wW":
-            tick += round((0.5 if key == "w" else 1.0) / ptime)
-            continue
-        length = round(tone / ptime)
-        tones.append((EVENTS[key], tick, length))
-        tick += length + 3 + round(gap / ptime)   # the tone, its 3 end packets, the gap
-    total = tick + round(0.5 / ptime)
-    packets = []
-    seq, current = 0, 0
-    for t in range(total):
-        while current < len(tones) and t >= tones[current][1] + tones[current][2] + 3:
-            current += 1
-        rtp_ts = t * round(rate * ptime)
-        if current < len(tones) and t >= tones[current][1]:
-            event, first, length = tones[current]
-            ended = t >= first + length
-            duration = min(t - first + 1, length) * round(rate * ptime)
-            marker = 0x80 if t == first else 0
-            header = struct.pack("!BBHII", 0x80, marker | 101, seq, first * round(rate * ptime),
-                                 ssrc)
-            payload = struct.pack("!BBH", event, (0x80 if ended else 0) | 10, duration)
-        else:
-            header = struct.pack("!BBHII", 0x80, 0, seq, rtp_ts, ssrc)
-            payload = b"\xff" * round(rate * ptime)      # u-law silence
-        packets.append((t * ptime, header + payload))
-        seq = (seq + 1) & 0xFFFF
-    with open(path, "wb") as out:
-        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for seconds, rtp in packets:
-            frame = _ethernet_ipv4_udp(rtp)
-            out.write(struct.pack("<IIII", 1_700_000_000 + int(seconds),
-                                  round((seconds % 1) * 1e6), len(frame), len(frame)))
-            out.write(frame)
-    return total * ptime
-
-
-def _ethernet_ipv4_udp(payload: bytes, sport: int = 6000, dport: int = 10000) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                     bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
-    total = sum(struct.unpack("!10H", ip))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    ip = ip[:10] + struct.pack("!H", ~total & 0xFFFF) + ip[12:]
-    ethernet = b"\x00\x00\x00\x00\x00\x02" + b"\x00\x00\x00\x00\x00\x01" + b"\x08\x00"
-    return ethernet + ip + udp
-
-
 @dataclass
 class SipRun:
     returncode: int
@@ -312,10 +352,10 @@ class SipRun:
 
 
 async def sipp(workdir: Path, keys: str, *, calls: int, caller_prefix: str,
-               sip_port: int, media_port: int) -> SipRun:
+               sip_port: int, media_port: int, gap: float = 0.25) -> SipRun:
     """``calls`` SIP callers at once (all within a second), each typing ``keys``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    seconds = write_dtmf_pcap(workdir / "dtmf.pcap", keys)
+    seconds = write_dtmf_pcap(workdir / "dtmf.pcap", keys, gap=gap)
     command = ["sipp", f"127.0.0.1:{SIP_PORT}", "-sf", str(SIP_SCENARIO), "-s", "1500400",
                "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(media_port),
                "-key", "caller_prefix", caller_prefix,
@@ -367,7 +407,7 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
 
         async def sweep_over_sip() -> Sweep:
             run = await sipp(tmp / "sip-sweep", "", calls=1, caller_prefix=SWEEP_CALLER,
-                             sip_port=free_udp_port(), media_port=16020)
+                             sip_port=free_udp_port(), media_port=MEDIA_PORT + 20)
             assert run.returncode == 0, run.output[-3000:]
             return sip_sweep
 
@@ -388,6 +428,11 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
             "membership-down": local_call(
                 sandbox, settings("membership-down", membership_url=stopped_membership),
                 status_call(*ACTIVE), caller_id="0811000006"),
+            "typing-ahead": live_call(sandbox, settings("typing-ahead"), "0811000008",
+                                      typing_ahead(*ACTIVE)),
+            **{f"random-{seed}": live_call(sandbox, settings(f"random-{seed}"),
+                                           f"08110001{seed:02d}", keys_at_random(*who, seed))
+               for seed, who in RANDOM_CALLS},
             "agi-down": local_call(sandbox, settings("agi-down"), "", hold=60,
                                    caller_id="0811000007",
                                    agi=f"127.0.0.1:{stopped_agi_port}"),
@@ -395,10 +440,14 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
             "prompts-sip": sweep_over_sip(),
             "sip-one": sipp(tmp / "sip-one", status_call(*ACTIVE), calls=1,
                             caller_prefix="081255510", sip_port=free_udp_port(),
-                            media_port=16000),
+                            media_port=MEDIA_PORT),
             "sip-many": sipp(tmp / "sip-many", status_call(*GOVERNMENT), calls=6,
                              caller_prefix="081255520", sip_port=free_udp_port(),
-                             media_port=16010),
+                             media_port=MEDIA_PORT + 10),
+            # the SIP load benchmark's caller (bench/sip.py), a few at once: the demo path
+            # typed without a pause at 2.5 keys/s
+            "sip-load": sipp(tmp / "sip-load", DEMO_KEYS, calls=12, caller_prefix="081255530",
+                             sip_port=free_udp_port(), media_port=MEDIA_PORT + 30, gap=0.3),
         }
         tasks = {name: asyncio.create_task(job, name=name) for name, job in work.items()}
         try:
@@ -497,6 +546,35 @@ async def test_caller_hanging_up_during_identification_leaves_an_abandoned_recor
     assert call.seconds < 20
 
 
+async def test_a_caller_typing_ahead_reaches_the_status_and_the_record_says_when(calls):
+    live = await calls["typing-ahead"]
+    r = live.call.record
+    assert (r["outcome"], r["verified"], r["member_status"]) == ("completed", True, "AKTIF")
+    assert r["menu_keys"] == ["1", "1"]
+    # the status is said from start to end (no key cut it)
+    assert TEXT(P.STATUS_ACTIVE) in r["transcript"] and TEXT(P.POST_MENU) in r["transcript"]
+    # time_to_status_ms is the caller's wall clock: at least the time the caller spent
+    # typing, at most the time from placing the call to seeing the status start
+    typing_ms = (live.last_key - live.first_key) * 1000
+    seen_ms = (live.status_seen - live.placed) * 1000
+    assert live.status_seen and typing_ms < r["time_to_status_ms"] < seen_ms
+    # what a caller who never interrupts would have heard is longer
+    assert r["audio_to_status_ms"] is not None
+    print(f"\ntyping ahead: time_to_status_ms={r['time_to_status_ms']} (test: typing "
+          f"{typing_ms:.0f} ms, status seen {seen_ms:.0f} ms after placing the call); "
+          f"audio_to_status_ms={r['audio_to_status_ms']}")
+
+
+@pytest.mark.parametrize("seed", [seed for seed, _ in RANDOM_CALLS])
+async def test_keys_pressed_at_random_moments_are_all_heard(calls, seed):
+    live = await calls[f"random-{seed}"]
+    r = live.call.record
+    # every key was heard: the card, the birth date, both 1s and the 0 at the end
+    assert (r["outcome"], r["transfer_reason"], r["verified"]) == \
+        ("transfer", "caller_request", True), (r["menu_keys"], r["transcript"])
+    assert r["menu_keys"] == ["1", "1", "0"] and r["membership_lookups"] == 1
+
+
 async def test_membership_service_down_means_apology_and_an_agent(calls):
     call = await calls["membership-down"]
     route = call.report.route
@@ -571,6 +649,19 @@ async def test_several_sip_callers_at_once(calls, ami_events):
     for hangup in hangups:
         record = await sip_record(hangup["CallId"])
         assert TEXT(P.BILL_GOVERNMENT) in record["transcript"]
+
+
+async def test_sip_callers_typing_without_pause_lose_no_key(calls, ami_events):
+    """The smoke version of the SIP load benchmark (bench/sip.py): every record is the
+    demo path's, so no key was lost."""
+    run = await calls["sip-load"]
+    assert run.returncode == 0, run.output[-3000:]
+    hangups = sip_reports(ami_events, run.caller_prefix, "IvrHangup")
+    assert len(hangups) == run.calls
+    records = [await sip_record(h["CallId"]) for h in hangups]
+    lost = [(r["menu_keys"], r["outcome"], r["transfer_reason"]) for r in records
+            if not demo_path(r)]
+    assert lost == []
 
 
 async def sip_record(call_id: str) -> dict:

@@ -145,3 +145,13 @@ async def test_two_workers_serve_calls_from_two_processes(two_workers):
     with sqlite3.connect(tmp_path / "store.sqlite3") as db:
         stored = [row[0] for row in db.execute("SELECT call_id FROM calls")]
     assert sorted(stored) == sorted(json.loads(r)["call_id"] for r in records)
+
+
+def test_regenerating_results_keeps_the_sip_and_desk_sections(tmp_path):
+    from bench.run import DESK_SECTION, SIP_SECTION, _kept_section
+    path = tmp_path / "RESULTS.md"
+    assert _kept_section(path, SIP_SECTION) == []
+    path.write_text(f"# Results\n\n## Figures\n\nx\n\n{SIP_SECTION}\n\n| 300 | 0 |\n\n"
+                    f"{DESK_SECTION}\n\n| 1.5 ms |\n\n## Raw figures (JSON)\n\n{{}}\n")
+    assert _kept_section(path, SIP_SECTION) == [SIP_SECTION, "", "| 300 | 0 |", ""]
+    assert _kept_section(path, DESK_SECTION) == [DESK_SECTION, "", "| 1.5 ms |", ""]

@@ -97,6 +97,7 @@ class Agent:
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
                                           headers={"Origin": url})
         self.events: list[tuple[str, dict]] = []
+        self.arrived: dict[str, float] = {}        # event name -> wall clock of its last
         self._reader: asyncio.Task | None = None
 
     async def login(self, username: str, password: str = PASSWORD) -> None:
@@ -117,6 +118,7 @@ class Agent:
                     data += line[5:].strip()
                 elif not line and data:
                     self.events.append((name, json.loads(data)))
+                    self.arrived[name] = time.time()
                     name, data = "message", ""
 
     def named(self, *names: str) -> list[tuple[str, dict]]:
@@ -168,6 +170,9 @@ async def test_a_transferred_caller_pops_up_verified_and_the_wrap_up_is_kept(
     assert two.named("ringing", "connected", "ended") == []       # only the agent offered
     (_, ringing), = one.named("ringing")
     assert ringing["transfer_reason"] == "caller_request" and ringing["verified"] is True
+    delay = one.arrived["ringing"] - ringing["asterisk_at"]
+    print(f"figure: Asterisk rang agent1 -> ringing on the agent's stream: {delay * 1000:.1f} ms")
+    assert delay > 0
     assert "card" not in ringing                                   # the pop fetches it
 
     status, context = await one.get(f"/api/calls/{call_id}")
@@ -192,6 +197,10 @@ async def test_a_transferred_caller_pops_up_verified_and_the_wrap_up_is_kept(
     assert context["wrapup"]["note"] == "status explained"
     assert context["queue"]["result"] == "answered"
     await until(lambda: desk.me("agent1")["state"] == "ready", "agent1 is ready again")
+    # Asterisk's log at its default level names no file played: a read-back is a row of
+    # digit files ("bpjs/num-0&bpjs/num-0&...") at level 3
+    log_text = sandbox.full_log.read_text(errors="replace")
+    assert "HOTLINE IvrRoute" in log_text and "bpjs/num-" not in log_text
     seen = await desk.store.audit_log(call_id)
     assert {(e["agent"], e["action"]) for e in seen} >= {("agent1", "view_context"),
                                                          ("agent2", "view_context")}

@@ -56,8 +56,8 @@ async def lockout():
 @pytest.fixture
 def run(lockout):
     async def run(keys: str, *participants, barge_in=False, membership=None,
-                  caller="081234567890", **flow) -> Result:
-        call = FakeCall(ScriptedCaller(keys, barge_in=barge_in))
+                  caller="081234567890", caller_cls=ScriptedCaller, **flow) -> Result:
+        call = FakeCall(caller_cls(keys, barge_in=barge_in))
         dialog = Dialog(call, CATALOG, menu_timeout=5, first_digit_timeout=6,
                         inter_digit_timeout=3)
         membership = membership or FakeMembership(*(participants or (SITI,)))
@@ -99,6 +99,51 @@ async def test_nik_is_complete_at_the_sixteenth_digit(run):
     r = await run(f"1 {NIK} 1 {BORN} 4821")
     assert r.state.outcome is Outcome.COMPLETED and r.state.verified_card == CARD
     assert P.READBACK_NIK in r.prompts and r.membership.requests[0][0] == NIK
+
+
+@pytest.mark.parametrize("barge_in", [False, True])
+async def test_a_hash_after_a_complete_nik_is_not_a_stray_key(run, barge_in):
+    # the caller presses # out of habit after the 16th digit: while the read-back starts
+    # (barge_in), or when the IVR next listens
+    r = await run(f"1 {NIK}# 1 {BORN} 4821", barge_in=barge_in)
+    assert r.state.outcome is Outcome.COMPLETED and r.state.verified_card == CARD
+    assert r.dialog.menu_keys == ["1", "1"] and r.count(P.READBACK_NIK) == 1
+    if not barge_in:   # (a barging caller's "1" cuts the read-back, by design of the script)
+        sounds = [CATALOG.prompt_id(s) for s in r.call.sounds]
+        start = sounds.index(P.READBACK_NIK)
+        assert sounds[start + 1:start + 18] == [f"num-{d}" for d in NIK] + [P.CONFIRM_ID]
+        assert r.count(P.CONFIRM_ID) == 1
+
+
+async def test_a_hash_after_a_complete_birth_date_is_dropped_too(run):
+    r = await run(f"1 {CARD}# 1 {BORN}#", barge_in=True)
+    assert r.state.outcome is Outcome.COMPLETED and P.STATUS_ACTIVE in r.prompts
+    assert P.CHOICE_UNAVAILABLE not in r.prompts
+
+
+async def test_star_inside_one_entry_collected_at_once_starts_it_over(run):
+    # Asterisk's GET DATA counts * as a key: 16 keys arrive with the card not yet whole
+    r = await run(f"1 000*{CARD}# 1 {BORN}", barge_in=True)
+    assert r.state.verified_card == CARD and P.ID_INVALID not in r.prompts
+
+
+async def test_a_key_pressed_while_the_look_up_runs_is_kept(run):
+    membership = FakeMembership(SITI, delay=0.3)
+
+    class PressesZeroDuringTheLookUp(ScriptedCaller):
+        pressed = False
+
+        def on_wait(self):
+            if membership.requests and not self.pressed:
+                self.pressed = True
+                return "0"
+            return super().on_wait()
+
+    r = await run(STATUS, membership=membership, caller_cls=PressesZeroDuringTheLookUp)
+    # "0" answered the post-menu before its status began: the caller asked for an agent
+    assert (r.state.outcome, r.state.transfer_reason) == (Outcome.TRANSFER, Reason.CALLER_REQUEST)
+    assert r.state.verified_card == CARD and r.dialog.menu_keys == ["1", "1", "0"]
+    assert P.STATUS_ACTIVE not in r.prompts and r.state.time_to_status_ms is None
 
 
 async def test_card_number_then_a_pause_is_a_card_number(run):
@@ -402,15 +447,27 @@ async def test_hang_up_mid_prompt_raises_and_keeps_what_was_learned(run):
         await run(f"{STATUS} h")
 
 
-async def test_time_to_status_counts_prompt_durations_until_the_first_status(run, lockout):
-    call = FakeCall(ScriptedCaller(STATUS))
-    dialog = Dialog(call, CATALOG, menu_timeout=5, first_digit_timeout=6, inter_digit_timeout=3)
+async def status_timing(lockout, barge_in: bool):
+    """A call on a clock where each sound takes 1 s: what the record's two figures say."""
+    call = FakeCall(ScriptedCaller(STATUS, barge_in=barge_in))
+    dialog = Dialog(call, CATALOG, menu_timeout=5, first_digit_timeout=6, inter_digit_timeout=3,
+                    clock=lambda: float(len(call.sounds)))
     dialog.durations = {p: 1000 for p in CATALOG.texts}
     hotline = Hotline(dialog, FakeMembership(SITI), lockout, call_id="x", caller="unknown",
                       settings=FlowSettings(), today=lambda: TODAY)
     state = await hotline.run()
-    sounds = [CATALOG.prompt_id(s) for s in call.sounds]
-    assert state.time_to_status_ms == 1000 * sounds.index(P.STATUS_ACTIVE)
+    return state, [CATALOG.prompt_id(s) for s in call.sounds]
+
+
+async def test_time_to_status_is_the_callers_time_and_audio_the_prompts_started(lockout):
+    patient, sounds = await status_timing(lockout, barge_in=False)
+    assert patient.time_to_status_ms == 1000 * sounds.index(P.STATUS_ACTIVE)
+    assert patient.audio_to_status_ms == patient.time_to_status_ms
+    # typing during the prompts cuts them: the caller reaches the status sooner
+    eager, sounds = await status_timing(lockout, barge_in=True)
+    assert sounds[:4] == [P.GREETING, P.ENTER_ID, P.READBACK_CARD, P.ENTER_BIRTH_DATE]
+    assert eager.time_to_status_ms == 4000 < patient.time_to_status_ms
+    assert eager.audio_to_status_ms == 4000
 
 
 def test_every_prompt_the_flow_names_is_in_the_catalog():

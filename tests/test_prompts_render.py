@@ -108,7 +108,7 @@ def test_every_id_renders_audible_unclipped_files_of_the_declared_format(full):
         assert entry["engine"] == "espeak"
         assert entry["text_sha256"] == sha256_bytes(text.encode())
         assert entry["duration_ms"] > 150, pid
-        # Speech at the declared rate: espeak-ng at 150 wpm takes 70-130 ms per character.
+        # Speech at the declared rate: espeak-ng at 165 wpm takes 60-120 ms per character.
         edges = 2 * EDGE_MS["fragment" if pid in catalog.fragments else "prompt"]
         assert 40 < (entry["duration_ms"] - edges) / len(text) < 180, pid
         decoded = {}

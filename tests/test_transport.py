@@ -119,10 +119,10 @@ async def test_hangup_before_the_reply_to_a_playback_ends_the_call_as_abandoned(
         server_with, settings):
     server, app = await server_with()
     commands = await peer(server.port, answers(
-        STREAM_FILE="HANGUP\n200 result=-1 endpos=1760\n",
+        EXEC="HANGUP\n200 result=-1\n",
         SET_VARIABLE="200 result=1\n", ANSWER="200 result=0\n"))
     assert [c for c in commands if not c.startswith("SET VARIABLE")] == [
-        "ANSWER", 'STREAM FILE bpjs/greeting 0123456789*#']
+        "ANSWER", "EXEC Read IVR_KEY,bpjs/greeting&bpjs/main-menu,1,t(),1,5"]
     assert 'SET VARIABLE __IVR_OUTCOME abandoned' in commands
     assert app.records.flush() and last_record(settings)["outcome"] == "abandoned"
 
@@ -133,10 +133,10 @@ async def test_hangup_before_the_reply_and_again_keeps_the_session_in_step(serve
 
     def respond(command):
         seen.append(command)
-        if command.startswith("STREAM FILE"):
-            return "200 result=-1 endpos=1760\n"
-        if command == "CHANNEL STATUS":
-            return "HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\n"
+        if command.startswith("EXEC Read"):
+            return "200 result=-1\n"
+        if command.startswith("GET FULL VARIABLE"):
+            return "HANGUP\n200 result=1 (HANGUP:)\n"
         if command.startswith("SET VARIABLE __IVR_OUTCOME"):
             return "HANGUP\n200 result=1\n"   # the second HANGUP
         return "200 result=0\n" if command == "ANSWER" else "200 result=1\n"
@@ -149,20 +149,22 @@ async def test_hangup_before_the_reply_and_again_keeps_the_session_in_step(serve
 async def test_dead_channel_511_is_a_hang_up(server_with, settings):
     server, app = await server_with()
     await peer(server.port, answers(
-        ANSWER="200 result=0\n", STREAM_FILE="200 result=0 endpos=100\n",
-        WAIT_FOR_DIGIT="511 Command Not Permitted on a dead channel or intercept routine\n"))
+        ANSWER="200 result=0\n", EXEC="200 result=0\n",
+        GET_FULL_VARIABLE="200 result=1 (OK:1)\n",     # "1": status, then the card number
+        GET_DATA="511 Command Not Permitted on a dead channel or intercept routine\n"))
     assert app.records.flush() and last_record(settings)["outcome"] == "abandoned"
 
 
 async def test_playback_failure_on_a_live_channel_is_a_missing_file(server_with, settings):
     server, app = await server_with()
     commands = await peer(server.port, answers(
-        ANSWER="200 result=0\n", STREAM_FILE="200 result=-1 endpos=0\n",
-        CHANNEL_STATUS="200 result=6\n", WAIT_FOR_DIGIT="200 result=48\n"))  # "0": agent
+        ANSWER="200 result=0\n", STREAM_FILE="200 result=-1 endpos=0\n", EXEC="200 result=0\n",
+        GET_FULL_VARIABLE="200 result=1 (OK:0)\n",       # "0": agent
+        CHANNEL_STATUS="200 result=6\n"))
     assert app.records.flush()
     record = last_record(settings)
     assert (record["outcome"], record["transfer_reason"]) == ("transfer", "caller_request")
-    assert "bpjs/greeting" in record["missing_prompts"]
+    assert "bpjs/transfer-agent" in record["missing_prompts"]
     assert commands.count("CHANNEL STATUS") == len(record["missing_prompts"])
 
 
@@ -170,8 +172,32 @@ async def test_playback_failure_on_a_dead_channel_is_a_hang_up(server_with, sett
     server, app = await server_with()
     await peer(server.port, answers(
         ANSWER="200 result=0\n", STREAM_FILE="200 result=-1 endpos=1760\n",
+        EXEC="200 result=0\n", GET_FULL_VARIABLE="200 result=1 (OK:0)\n",
         CHANNEL_STATUS="511 Command Not Permitted on a dead channel or intercept routine\n"))
     assert app.records.flush() and last_record(settings)["outcome"] == "abandoned"
+
+
+async def test_get_data_failing_on_a_live_channel_is_a_missing_prompt(server_with, settings):
+    """GET DATA answers -1 for a missing prompt as for a hang-up: CHANNEL STATUS tells
+    them apart, and the entry is then collected without the prompt."""
+    server, app = await server_with()
+    entry = {"bpjs/enter-id": "-1", "": "0001234567890"}
+
+    def respond(command):
+        if command.startswith("GET DATA"):
+            sound = command.split()[2].strip('"')
+            return f"200 result={entry.pop(sound, '-1')}\n"
+        if command.startswith("GET FULL VARIABLE"):
+            return "200 result=1 (HANGUP:)\n" if not entry else "200 result=1 (OK:1)\n"
+        return {"ANSWER": "200 result=0\n", "CHANNEL STATUS": "200 result=6\n"}.get(
+            command, "200 result=0\n" if command.startswith("EXEC") else "200 result=1\n")
+    commands = await peer(server.port, respond)
+    assert commands[3:6] == ['GET DATA bpjs/enter-id 6000 16', "CHANNEL STATUS",
+                             'GET DATA "" 6000 16']
+    assert app.records.flush()
+    record = last_record(settings)
+    assert record["missing_prompts"] == ["bpjs/enter-id"]
+    assert record["identifier_masked"] == "0001******890" and record["outcome"] == "abandoned"
 
 
 async def test_a_520_usage_block_is_read_whole(server_with, settings):

@@ -57,6 +57,15 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     return round(delta.total_seconds(), 1)
 
 
+def _asterisk_time(event: dict) -> dict:
+    """When Asterisk sent the event (manager.conf's timestampevents), for the page and the
+    figures of the time from ringing to the pop."""
+    try:
+        return {"asterisk_at": float(event["Timestamp"])}
+    except (KeyError, ValueError):
+        return {}
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -172,11 +181,11 @@ class Desk:
     def _apply(self, event: dict) -> None:
         name = event.get("Event", "")
         for change in self.board.apply(event):
-            self._on_change(change)
+            self._on_change(change, event)
         if event.get("Queue") == self.queue_name:
             self._record_queue_history(name, event)
 
-    def _on_change(self, change: Change) -> None:
+    def _on_change(self, change: Change, event: dict) -> None:
         agent, call_id = change.agent, change.call_id
         if change.kind == "queue":
             self._queue_dirty = True
@@ -185,7 +194,8 @@ class Desk:
             entry = change.entry or self.board.entry(call_id)
             if entry is not None and entry.verified and entry.card:
                 self._spawn(self.store.set_card(call_id, entry.card), "keeping the card")
-            self._send(agent, "ringing", {"call_id": call_id, **self._summary(entry)})
+            self._send(agent, "ringing", {"call_id": call_id, **self._summary(entry),
+                                          **_asterisk_time(event)})
             self._send(agent, "me", self.me(agent))
         elif change.kind == "ring_stopped" and agent:
             self._send(agent, "me", self.me(agent))

@@ -438,5 +438,15 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+_last_dumped: tuple[dict, str] | None = None
+
+
 def _dumps(data: dict) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """JSON for an event. The hub hands one object to every agent's stream (a queue board
+    of hundreds of callers to tens of agents), so the last one is encoded once for all."""
+    global _last_dumped
+    if _last_dumped is not None and _last_dumped[0] is data:
+        return _last_dumped[1]
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    _last_dumped = (data, text)
+    return text
