@@ -25,6 +25,7 @@ from .hotline import CallState, FlowSettings, Hotline
 from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
 from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
+from .metrics import Metrics, serve_metrics
 from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
@@ -50,8 +51,10 @@ def prompt_durations(settings: Settings) -> dict[str, int]:
 class HotlineApp:
     def __init__(self, settings: Settings, membership: MembershipClient, lockout: Lockout,
                  records: RecordWriter, catalog: Catalog | None = None,
-                 durations: dict[str, int] | None = None) -> None:
+                 durations: dict[str, int] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.membership = membership
         self.lockout = lockout
         self.records = records
@@ -146,6 +149,7 @@ class HotlineApp:
         record.missing_prompts = call.missing_sounds
         record.transcript = dialog.transcript
         self.records.write(record)
+        self.metrics.call_ended(record)
         log.info("call %s ended: %s %s verified=%d lookups=%d", record.call_id, record.outcome,
                  record.transfer_reason or "-", record.verified, record.membership_lookups)
 
@@ -187,8 +191,14 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake,
                                max_waiting=settings.records_max_waiting)
         stack.callback(records.close)
+        metrics = Metrics()
+        metrics.records, metrics.breaker = records, membership.breaker
+        membership.observe = metrics.lookup_finished
+        if settings.metrics_port:
+            runner = await serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
+            stack.push_async_callback(runner.cleanup)
         yield HotlineApp(settings, membership, lockout, records,
-                         durations=prompt_durations(settings))
+                         durations=prompt_durations(settings), metrics=metrics)
 
 
 _GC_SETTLED = False
@@ -245,6 +255,7 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
                            max_call_seconds=settings.max_call_seconds, allow=allow,
                            max_connections=settings.max_connections,
                            other_sockets=MEMBERSHIP_POOL + REDIS_CONNECTIONS)
+        app.metrics.server = server
         await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
         try:
             yield server, app

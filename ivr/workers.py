@@ -52,6 +52,8 @@ def _worker(settings: Settings, index: int, ready) -> None:
 
 async def _serve_worker(settings: Settings, index: int, ready) -> None:
     from .app import serve_until_stopped
+    if settings.metrics_port:     # one registry per worker, each on its own port
+        settings = replace(settings, metrics_port=settings.metrics_port + index)
     await serve_until_stopped(
         settings, lambda server: ready.put((index, os.getpid(), server.port)), reuse_port=True)
     log.info("worker %d stopped", index)

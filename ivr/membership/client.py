@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from typing import Callable
 
 import aiohttp
 
@@ -56,6 +58,8 @@ class MembershipClient:
     def __init__(self, base_url: str, token: str = "", connect_timeout: float = 1.0,
                  total_timeout: float = 3.0, breaker: CircuitBreaker | None = None) -> None:
         self.breaker = breaker or CircuitBreaker()
+        # told of every lookup: its own time in seconds, and the failure's reason or None
+        self.observe: Callable[[float, str | None], None] | None = None
         self.base_url = base_url.rstrip("/")
         self._headers = {"Accept": "application/json"}
         if token:
@@ -94,17 +98,23 @@ class MembershipClient:
         if not (identifier.isascii() and identifier.isdigit() and len(identifier) in (13, 16)):
             raise ValueError("an identifier is 13 or 16 digits")
         if not self.breaker.allow():
+            if self.observe is not None:
+                self.observe(0.0, "circuit open")
             raise MembershipUnavailable("circuit open")
         outcome = self.breaker.abandoned
+        started = time.monotonic()
+        failure = None
         try:
             participant = await self._lookup(identifier, request_id)
             outcome = self.breaker.succeeded
             return participant
-        except MembershipUnavailable:
-            outcome = self.breaker.failed
+        except MembershipUnavailable as exc:
+            outcome, failure = self.breaker.failed, str(exc)
             raise
         finally:
             outcome()
+            if self.observe is not None and outcome is not self.breaker.abandoned:
+                self.observe(time.monotonic() - started, failure)
 
     async def _lookup(self, identifier: str, request_id: str) -> Participant | None:
         url = f"{self.base_url}/v1/participants/{identifier}"
