@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 import signal
+from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 from prompts import Catalog, load_catalog
@@ -26,6 +27,7 @@ from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_sto
 from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
 from .metrics import Metrics, serve_metrics
+from .service_modes import ServiceModes, ServiceState
 from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
@@ -52,9 +54,11 @@ class HotlineApp:
     def __init__(self, settings: Settings, membership: MembershipClient, lockout: Lockout,
                  records: RecordWriter, catalog: Catalog | None = None,
                  durations: dict[str, int] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 service: ServiceModes | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.service = service
         self.membership = membership
         self.lockout = lockout
         self.records = records
@@ -79,8 +83,12 @@ class HotlineApp:
                         first_digit_timeout=self.settings.first_digit_timeout,
                         inter_digit_timeout=self.settings.inter_digit_timeout)
         dialog.durations = self.durations
+        flow = self.flow_settings
+        if self.service is not None:     # the operator's live announcement and mode
+            live = await self.service.current()
+            flow = replace(flow, announcement=live.announcement, mode=live.mode.value)
         hotline = Hotline(dialog, self.membership, self.lockout, call_id=call_id,
-                          caller=caller, settings=self.flow_settings)
+                          caller=caller, settings=flow)
         state = hotline.state
         try:
             await call.answer()
@@ -197,8 +205,11 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         if settings.metrics_port:
             runner = await serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
             stack.push_async_callback(runner.cleanup)
-        yield HotlineApp(settings, membership, lockout, records,
+        app = HotlineApp(settings, membership, lockout, records,
                          durations=prompt_durations(settings), metrics=metrics)
+        app.service = ServiceModes(store, ServiceState(settings.announcement),
+                                   known_prompts=app.catalog)
+        yield app
 
 
 _GC_SETTLED = False

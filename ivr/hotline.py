@@ -56,6 +56,8 @@ class FlowSettings:
     lookup_timeout: float = 3.0
     hold_prompt_after: float = 1.0
     announcement: str = ""
+    # the operator's live mode (ivr.service_modes.Mode): normal, agents_only, status_only
+    mode: str = "normal"
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Hotline:
     async def run(self) -> CallState:
         try:
             await self.greet()
+            if self.settings.mode == "agents_only":    # self-service switched off for now
+                await self.hand_to_agent(Reason.SERVICE_UNAVAILABLE)
             await self.main_menu()
         except CallEnded as end:
             self.state.outcome, self.state.transfer_reason = end.outcome, end.reason
@@ -289,6 +293,8 @@ class Hotline:
         else:  # deceased, "other", or a reason this IVR does not know: an agent explains
             return [prompt(P.STATUS_INACTIVE), prompt(P.REASON_TALK_TO_AGENT)]
         said += [prompt(SEGMENT_PROMPTS[p.segment]), prompt(CLASS_PROMPTS[p.member_class])]
+        if self.settings.mode == "status_only":       # billing switched off for now
+            return said + [prompt(P.BILL_UNAVAILABLE)]
         return said + self.billing(p)
 
     def billing(self, p: Participant) -> list[Utterance]:
