@@ -92,6 +92,9 @@ class HotlineApp:
         state = hotline.state
         try:
             await call.answer()
+            # The dialplan's sign that this server took the call: without it (a server
+            # down, draining, or gone before its first commands) it tries the next one.
+            await call.set_variable(INHERITED + Var.CALL_ID, call_id)
             if headers.get("agi_language") != "id":
                 await call.set_variable("CHANNEL(language)", "id")
             await hotline.run()
