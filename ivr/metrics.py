@@ -56,12 +56,11 @@ class _Live:
         yield active
         refused = CounterMetricFamily("ivr_agi_sessions_refused",
                                       "FastAGI connections refused, by cause", labels=["cause"])
-        if server is not None and server._listener is not None:
-            listener = server._listener
-            refused.add_metric(["not_allowed"], listener.refused)
-            refused.add_metric(["at_cap"], listener.paused_at_cap)
-            refused.add_metric(["accept_error"], listener.accept_errors)
-            refused.add_metric(["bad_header"], server.rejected)
+        listener = server._listener if server is not None else None
+        refused.add_metric(["not_allowed"], listener.refused if listener else 0)
+        refused.add_metric(["at_cap"], listener.paused_at_cap if listener else 0)
+        refused.add_metric(["accept_error"], listener.accept_errors if listener else 0)
+        refused.add_metric(["bad_header"], server.rejected if server else 0)
         yield refused
         written = CounterMetricFamily("ivr_call_records_written", "Call records written")
         lost = CounterMetricFamily("ivr_call_records_lost",

@@ -66,3 +66,29 @@ async def test_metrics_equal_the_call_records(settings):
     for call in placed:
         assert call.call_id not in text
     assert "0001234567890" not in text and "0009999999901" not in text
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_dashboard_and_the_compose_scrape_name_what_the_ivr_exports():
+    import re
+
+    import yaml
+
+    from ivr.metrics import Metrics
+    from ivr.records import CallRecord
+    metrics = Metrics()
+    metrics.call_ended(CallRecord(call_id="x", caller="x", outcome="completed",
+                                  time_to_status_ms=20000, missing_prompts=["bpjs/greeting"]))
+    metrics.lookup_finished(0.2, "timeout")
+    metrics.lockouts.inc()
+    exported = {s.name for f in text_string_to_metric_families(metrics.exposition().decode())
+                for s in f.samples}
+    dashboard = (REPO / "ops" / "grafana" / "hotline.json").read_text()
+    used = set(re.findall(r"\b(ivr_[a-z_]+)", dashboard))
+    assert used and used <= exported, used - exported
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    port = compose["services"]["ivr"]["environment"]["IVR_METRICS_PORT"]
+    scrape = yaml.safe_load((REPO / "ops" / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == [f"ivr:{port}"]
