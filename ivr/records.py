@@ -158,6 +158,7 @@ class RecordWriter:
         self.retry_seconds = retry_seconds
         self.written = 0        # records in the main file
         self.lost = 0           # records dropped from the main file's queue
+        self.write_errors = 0   # failed attempts to write the main file
         self.reopened = 0
         self._reopen = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -265,6 +266,7 @@ class RecordWriter:
             count += 1
         if main:
             self.written += count
+            self.write_errors += error is not None
             self._done(count)
         if error is not None and target.failing_since is None:
             target.failing_since = time.monotonic()

@@ -1,5 +1,5 @@
 """Several IVR servers behind one real Asterisk 22 (the sandbox's instance "failover"):
-the dialplan (context hotline-agi) tries the servers of IVR_AGI in order. One server is
+the dialplan (context hotline) tries the servers of IVR_AGI in order. One server is
 stopped mid-test, with calls in progress on it and callers still coming: every call is
 served by one server or the other, none reaches the fallback."""
 from __future__ import annotations

@@ -109,22 +109,34 @@ async def test_a_deploy_drains_long_calls_to_their_end(membership_url, tmp_path)
 
 async def test_a_second_sigterm_ends_the_drain_and_every_call_still_gets_its_record(
         membership_url, tmp_path):
+    """Ended at once, each call still gets its record (outcome error). Its channel
+    variables may not reach Asterisk: a Read in progress holds the AGI until it ends, past
+    the 5 s the server waits; the dialplan then takes the fallback, as for any error."""
     port, records = free_port(), tmp_path / "calls.jsonl"
     server, log = start_server("hurry", port, membership_url, records, tmp_path)
+
+    async def ended_call():
+        try:
+            return await call(port, pace=1.0)
+        except ConnectionResetError:    # closed with the last reply unread
+            return None
+
     try:
         wait_log(log, LISTENING, server)
-        calls = [asyncio.create_task(call(port, pace=1.0)) for _ in range(3)]
+        calls = [asyncio.create_task(ended_call()) for _ in range(3)]
         await asyncio.sleep(1.0)
         server.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
+        started = time.monotonic()
         server.send_signal(signal.SIGTERM)
-        done = await asyncio.gather(*calls)
+        await asyncio.gather(*calls)
         assert await asyncio.to_thread(server.wait, 30) == 0
+        print(f"\nsecond SIGTERM: the process ended {time.monotonic() - started:.1f} s later")
     finally:
         stop(server)
     by_id = records_of(records)
-    assert [by_id[c.call_id]["outcome"] for c in done] == ["error"] * 3
-    assert [c.variables.get("IVR_OUTCOME") for c in done] == ["error"] * 3
+    assert len(by_id) == 3 and {r["outcome"] for r in by_id.values()} == {"error"}
+    assert "ending 3 call(s) still in progress" in log.read_text()
 
 
 async def test_a_new_process_takes_over_beside_a_draining_one_and_no_call_is_refused(

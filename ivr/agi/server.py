@@ -39,6 +39,8 @@ DRAIN_POLL_SECONDS = 0.1
 # After the drain limit, the time cancelled calls get to leave variables and records
 # (the route's own time limit for that is ``app.FINISH_SECONDS``).
 FINISH_AFTER_CANCEL_SECONDS = 6.0
+# Then the time closing sockets get to send what they still hold.
+CLOSE_SECONDS = 1.0
 
 
 # One receive buffer for every connection of the process: asyncio calls ``get_buffer``,
@@ -253,6 +255,11 @@ class AgiServer:
             task.cancel()
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=FINISH_AFTER_CANCEL_SECONDS)
+        # Sessions that ended close their sockets once the last bytes are sent: let them,
+        # so that Asterisk gets the last variables; abort only what is still open then.
+        closing = loop.time() + CLOSE_SECONDS
+        while self._connections and loop.time() < closing:
+            await asyncio.sleep(0.02)
         for connection in set(self._connections):
             connection.transport.abort()
         if self._listener is not None:
