@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 import signal
+from dataclasses import replace
 from typing import AsyncIterator, Callable
 
 from prompts import Catalog, load_catalog
@@ -23,7 +24,10 @@ from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
 from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
+from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
+from .metrics import Metrics, serve_metrics
+from .service_modes import ServiceModes, ServiceState
 from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
@@ -49,8 +53,12 @@ def prompt_durations(settings: Settings) -> dict[str, int]:
 class HotlineApp:
     def __init__(self, settings: Settings, membership: MembershipClient, lockout: Lockout,
                  records: RecordWriter, catalog: Catalog | None = None,
-                 durations: dict[str, int] | None = None) -> None:
+                 durations: dict[str, int] | None = None,
+                 metrics: Metrics | None = None,
+                 service: ServiceModes | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.service = service
         self.membership = membership
         self.lockout = lockout
         self.records = records
@@ -75,11 +83,18 @@ class HotlineApp:
                         first_digit_timeout=self.settings.first_digit_timeout,
                         inter_digit_timeout=self.settings.inter_digit_timeout)
         dialog.durations = self.durations
+        flow = self.flow_settings
+        if self.service is not None:     # the operator's live announcement and mode
+            live = await self.service.current()
+            flow = replace(flow, announcement=live.announcement, mode=live.mode.value)
         hotline = Hotline(dialog, self.membership, self.lockout, call_id=call_id,
-                          caller=caller, settings=self.flow_settings)
+                          caller=caller, settings=flow)
         state = hotline.state
         try:
             await call.answer()
+            # The dialplan's sign that this server took the call: without it (a server
+            # down, draining, or gone before its first commands) it tries the next one.
+            await call.set_variable(INHERITED + Var.CALL_ID, call_id)
             if headers.get("agi_language") != "id":
                 await call.set_variable("CHANNEL(language)", "id")
             await hotline.run()
@@ -145,6 +160,7 @@ class HotlineApp:
         record.missing_prompts = call.missing_sounds
         record.transcript = dialog.transcript
         self.records.write(record)
+        self.metrics.call_ended(record)
         log.info("call %s ended: %s %s verified=%d lookups=%d", record.call_id, record.outcome,
                  record.transfer_reason or "-", record.verified, record.membership_lookups)
 
@@ -167,7 +183,9 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         membership = MembershipClient(settings.effective_membership_url,
                                       settings.membership_token,
                                       connect_timeout=settings.membership_connect_timeout,
-                                      total_timeout=settings.lookup_timeout)
+                                      total_timeout=settings.lookup_timeout,
+                                      breaker=CircuitBreaker(settings.breaker_failures,
+                                                             settings.breaker_retry_seconds))
         await membership.start()
         stack.push_async_callback(membership.close)
         lockout = lockout_store(settings)
@@ -181,10 +199,20 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         forwarder = RecordForwarder(store, outbox or settings.call_records)
         await forwarder.start()
         stack.push_async_callback(forwarder.stop)
-        records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake)
+        records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake,
+                               max_waiting=settings.records_max_waiting)
         stack.callback(records.close)
-        yield HotlineApp(settings, membership, lockout, records,
-                         durations=prompt_durations(settings))
+        metrics = Metrics()
+        metrics.records, metrics.breaker = records, membership.breaker
+        membership.observe = metrics.lookup_finished
+        if settings.metrics_port:
+            runner = await serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
+            stack.push_async_callback(runner.cleanup)
+        app = HotlineApp(settings, membership, lockout, records,
+                         durations=prompt_durations(settings), metrics=metrics)
+        app.service = ServiceModes(store, ServiceState(settings.announcement),
+                                   known_prompts=app.catalog)
+        yield app
 
 
 _GC_SETTLED = False
@@ -241,23 +269,47 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
                            max_call_seconds=settings.max_call_seconds, allow=allow,
                            max_connections=settings.max_connections,
                            other_sockets=MEMBERSHIP_POOL + REDIS_CONNECTIONS)
+        app.metrics.server = server
         await server.start(settings.agi_host, settings.agi_port, reuse_port=reuse_port)
         try:
             yield server, app
         finally:
             collector.cancel()
-            await server.close()
+            await server.close(settings.drain_seconds)
 
 
 async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer], None], *,
-                              reuse_port: bool = False) -> None:
+                              reuse_port: bool = True) -> None:
     """Run the hotline until SIGINT or SIGTERM, then drain and stop; ``on_ready`` is told
-    once the server listens (a banner, a worker's ready message)."""
+    once the server listens (a banner, a worker's ready message).
+
+    The port is bound with ``SO_REUSEPORT``, so that a new process can listen beside one
+    that drains (a deploy without a gap). A second SIGINT or SIGTERM ends the drain at once.
+    SIGHUP (logrotate's signal) reopens the call-record file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    running: list[AgiServer] = []
+
+    def stop_or_hurry() -> None:
+        if stop.is_set() and running:
+            log.warning("asked again to stop: ending the calls still in progress now")
+            running[0].hurry()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings, reuse_port=reuse_port) as (server, _app):
-        on_ready(server)
-        await stop.wait()
-        log.info("shutting down")
+        loop.add_signal_handler(sig, stop_or_hurry)
+    try:
+        async with running_server(settings, reuse_port=reuse_port) as (server, app):
+            running.append(server)
+
+            def reopen_records() -> None:
+                log.info("SIGHUP: reopening the call-record file")
+                app.records.reopen()
+
+            loop.add_signal_handler(signal.SIGHUP, reopen_records)
+            on_ready(server)
+            await stop.wait()
+            log.info("shutting down: draining calls for up to %.0f s (IVR_DRAIN_SECONDS)",
+                     settings.drain_seconds)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)

@@ -1,4 +1,4 @@
-"""The ``ivr`` command: serve, desk, membership, call, prompts, asterisk, config."""
+"""The ``ivr`` command: serve, desk, membership, call, prompts, asterisk, service, config."""
 from __future__ import annotations
 
 import argparse
@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("membership", cmd_membership, "the reference membership service alone"),
             ("prompts", cmd_prompts, "render, check or list the prompt audio"),
             ("asterisk", cmd_asterisk, "a real Asterisk 22 in front of the IVR: serve, up, "
-                                       "down, status, cli")):
+                                       "down, status, cli"),
+            ("service", cmd_service, "live announcement and self-service mode: show, announce, "
+                              "mode")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=func)
@@ -211,9 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
+    from .service_cli import main as service_main
+    return service_main(args.rest, settings)
+
+
 # Subcommands with their own argument parsers: everything after the name is theirs.
 PASS_THROUGH = {"membership": cmd_membership, "prompts": cmd_prompts, "bench": cmd_bench,
-                "asterisk": cmd_asterisk}
+                "asterisk": cmd_asterisk, "service": cmd_service}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,20 @@ class Settings:
     desk_keepalive_seconds: float = field(
         default=15.0, metadata={"env": "IVR_DESK_KEEPALIVE_SECONDS"})
 
+    # Operations (issue 12). On SIGTERM the server stops listening and lets the calls in
+    # progress end for up to drain_seconds before it ends the rest. Call records that a
+    # full disk refuses wait in memory, at most records_max_waiting per file. The breaker
+    # of the membership service opens after breaker_failures failures in a row (callers
+    # get the apology at once) and lets one lookup try again every breaker_retry_seconds.
+    # Prometheus metrics on metrics_host:metrics_port (0: off).
+    drain_seconds: float = field(default=600.0, metadata={"env": "IVR_DRAIN_SECONDS"})
+    records_max_waiting: int = field(default=10000, metadata={"env": "IVR_RECORDS_MAX_WAITING"})
+    breaker_failures: int = field(default=5, metadata={"env": "IVR_BREAKER_FAILURES"})
+    breaker_retry_seconds: float = field(default=30.0,
+                                         metadata={"env": "IVR_BREAKER_RETRY_SECONDS"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"env": "IVR_METRICS_HOST"})
+    metrics_port: int = field(default=0, metadata={"env": "IVR_METRICS_PORT"})
+
     log_level: str = field(default="INFO", metadata={"env": "IVR_LOG_LEVEL"})
 
     @classmethod

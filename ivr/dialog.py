@@ -168,12 +168,13 @@ class Dialog:
         return answer
 
     async def listen_while(self, work: asyncio.Future, until: float, hold_after: float,
-                           hold: Utterance) -> None:
+                           hold: Utterance | None) -> None:
         """Listen (keys become type-ahead) while ``work`` runs, up to ``until`` (a
-        ``loop.time()``); after ``hold_after`` s say ``hold`` once, a key stopping it."""
+        ``loop.time()``); after ``hold_after`` s say ``hold`` once (None: nothing), a key
+        stopping it."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        held = False
+        held = hold is None
         while not work.done():
             now = loop.time()
             if now >= until:

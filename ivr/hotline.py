@@ -56,6 +56,8 @@ class FlowSettings:
     lookup_timeout: float = 3.0
     hold_prompt_after: float = 1.0
     announcement: str = ""
+    # the operator's live mode (ivr.service_modes.Mode): normal, agents_only, status_only
+    mode: str = "normal"
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Hotline:
     async def run(self) -> CallState:
         try:
             await self.greet()
+            if self.settings.mode == "agents_only":    # self-service switched off for now
+                await self.hand_to_agent(Reason.SERVICE_UNAVAILABLE)
             await self.main_menu()
         except CallEnded as end:
             self.state.outcome, self.state.transfer_reason = end.outcome, end.reason
@@ -216,16 +220,19 @@ class Hotline:
 
     async def look_up(self, identifier: str) -> Participant | None:
         """Ask the membership service, listening meanwhile (a key pressed now is kept);
-        say "mohon tunggu" only if it takes a while."""
+        say "mohon tunggu" only if it takes a while, and only a version of it that ends
+        before the lookup's limit, so that the caller hears the answer or the apology within
+        the limit (plus at most the short prompt). The latency recorded is the lookup's own."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         task = asyncio.create_task(self.membership.lookup(identifier, self.call_id))
+        answered: list[float] = []
+        task.add_done_callback(lambda _: answered.append(loop.time()))
         failed = False
         participant = None
         try:
             await self.dialog.listen_while(task, started + self.settings.lookup_timeout,
-                                           self.settings.hold_prompt_after,
-                                           self.dialog.prompt(P.PLEASE_WAIT))
+                                           self.settings.hold_prompt_after, self._hold_prompt())
             remaining = started + self.settings.lookup_timeout - loop.time()
             participant = await asyncio.wait_for(task, max(remaining, 0.0))
         except (MembershipUnavailable, TimeoutError):
@@ -233,10 +240,21 @@ class Hotline:
         finally:
             task.cancel()
             self.state.membership_lookups += 1
-            self.state.membership_latency_ms = round((loop.time() - started) * 1000, 1)
+            ended = answered[0] if answered else loop.time()
+            self.state.membership_latency_ms = round((ended - started) * 1000, 1)
         if failed:
             await self.hand_to_agent(Reason.SERVICE_UNAVAILABLE, P.SERVICE_UNAVAILABLE)
         return participant
+
+    def _hold_prompt(self) -> Utterance | None:
+        """The longest hold prompt that ends before the lookup's limit (the full one when
+        prompt lengths are unknown), or None when not even the short one would."""
+        room_ms = (self.settings.lookup_timeout - self.settings.hold_prompt_after) * 1000
+        durations = self.dialog.durations
+        for prompt_id in (P.PLEASE_WAIT, P.PLEASE_WAIT_SHORT):
+            if prompt_id not in durations or durations[prompt_id] <= room_ms:
+                return self.dialog.prompt(prompt_id)
+        return None
 
     # -- 6, 7: status and billing, then the post-menu
 
@@ -275,6 +293,8 @@ class Hotline:
         else:  # deceased, "other", or a reason this IVR does not know: an agent explains
             return [prompt(P.STATUS_INACTIVE), prompt(P.REASON_TALK_TO_AGENT)]
         said += [prompt(SEGMENT_PROMPTS[p.segment]), prompt(CLASS_PROMPTS[p.member_class])]
+        if self.settings.mode == "status_only":       # billing switched off for now
+            return said + [prompt(P.BILL_UNAVAILABLE)]
         return said + self.billing(p)
 
     def billing(self, p: Participant) -> list[Utterance]:

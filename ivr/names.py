@@ -22,6 +22,7 @@ class P(StrEnum):
     PHONE_INVALID = "phone-invalid"
     NIK_NEEDS_CARD = "nik-needs-card"
     PLEASE_WAIT = "please-wait"
+    PLEASE_WAIT_SHORT = "please-wait-short"
     DATA_MISMATCH = "data-mismatch"
     SERVICE_UNAVAILABLE = "service-unavailable"
     LOCKED = "locked"

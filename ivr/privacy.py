@@ -1,14 +1,22 @@
 """Masking of personal data (UU PDP): card numbers, NIKs, birth dates, caller numbers.
 
 Records and transcripts mask what they hold; as a second line of defence every log line
-goes through ``RedactingFilter``, which masks any run of 8 or more digits.
+goes through ``RedactingFilter``, which masks any run of 8 or more digits — except call
+ids, which must stay readable so that a log line can be matched to its record: Asterisk's
+uniqueid (``[system-]EPOCH.SEQUENCE``: 10 digits, a dot, digits) and ``ivr-<uuid4>``.
 """
 from __future__ import annotations
 
 import logging
 import re
 
-_LONG_DIGITS = re.compile(r"\d{8,}")
+# A call id is kept whole; any other run of 8 or more digits is masked. An identifier
+# (13 or 16 digits), a phone number or a birth date never looks like an epoch, a dot and
+# a sequence number with nothing else around it.
+_CALL_ID_OR_DIGITS = re.compile(
+    r"(?P<call_id>(?<![\d.])\d{10}\.\d{1,9}(?![\d.])"
+    r"|\bivr-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b)"
+    r"|(?P<digits>\d{8,})")
 
 
 def mask_number(digits: str) -> str:
@@ -29,7 +37,8 @@ def mask_caller(caller: str) -> str:
 
 
 def redact(text: str) -> str:
-    return _LONG_DIGITS.sub(lambda m: mask_number(m.group()), text)
+    return _CALL_ID_OR_DIGITS.sub(
+        lambda m: m.group() if m.group("call_id") else mask_number(m.group()), text)
 
 
 class RedactingFilter(logging.Filter):

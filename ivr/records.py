@@ -5,11 +5,15 @@ thread, so a call never waits on the disk; ``close()`` drains what is queued.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import queue
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +61,74 @@ _FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
 _STOP = object()
+_WAKE = object()
+# How often records held back by a write error (a full disk) are tried again.
+RETRY_SECONDS = 1.0
+# On close, how long records still held back are tried before they count as lost.
+CLOSE_RETRY_SECONDS = 5.0
+
+
+class _Target:
+    """One file the writer appends to, and the lines it could not take yet."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.identity: tuple[int, int] | None = None      # (st_dev, st_ino) of the open fd
+        self.waiting: deque[bytes] = deque()
+        self.failing_since: float | None = None
+        self.lost_in_episode = 0
+
+    def open(self) -> None:
+        if self.path == "-":
+            self.fd = 1
+            return
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                          0o640)
+        info = os.fstat(self.fd)
+        self.identity = (info.st_dev, info.st_ino)
+
+    def close(self) -> None:
+        if self.fd is not None and self.fd != 1:
+            os.close(self.fd)
+        self.fd = None
+
+    def moved(self) -> bool:
+        """Whether the path no longer names the open file (``mv`` or delete rotation)."""
+        if self.path == "-" or self.fd is None:
+            return self.fd is None
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (info.st_dev, info.st_ino) != self.identity
+
+    def append(self, data: bytes) -> int:
+        """Append ``data`` (whole lines); returns how many bytes of whole lines reached the
+        file. On an error the file is cut back to the end of the last whole line written,
+        so that a record is in the file whole or not at all, and the error is raised with
+        that count as ``written``. Writers in other processes sharing the file take the
+        same lock, so the bytes after the size read here are this writer's."""
+        fd = self.fd
+        if fd == 1:
+            os.write(fd, data)
+            return len(data)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            start = os.fstat(fd).st_size
+            done = 0
+            try:
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+            except OSError as exc:
+                whole = data.rfind(b"\n", 0, done) + 1
+                if whole < done:
+                    os.ftruncate(fd, start + whole)
+                exc.written = whole
+                raise
+            return done
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class RecordWriter:
@@ -64,13 +136,31 @@ class RecordWriter:
 
     ``copy_to``: a second file that gets every line too (the store's outbox when the
     records go to standard output); ``on_written`` is called, on the writer's thread,
-    after each batch (the record forwarder wakes up)."""
+    after each batch (the record forwarder wakes up).
+
+    Rotation: ``reopen()`` (SIGHUP) reopens the file, and before every batch the writer
+    checks that the path still names the file it holds, so an ``mv`` or a delete is noticed
+    without a signal. The forwarder reads a moved file to its end before it follows
+    (``ivr.store.forwarder``).
+
+    A full disk (any write error): a record is written whole or not at all; records that
+    cannot be written wait, at most ``max_waiting`` of them per file, and are written when
+    the disk takes them again; the ones beyond are lost, counted in ``lost``, and logged
+    once per episode (when it starts, when records start being lost, when it ends)."""
 
     def __init__(self, path: str, *, copy_to: str | None = None,
-                 on_written: Callable[[], None] | None = None) -> None:
+                 on_written: Callable[[], None] | None = None, max_waiting: int = 10000,
+                 retry_seconds: float = RETRY_SECONDS) -> None:
         self.path = path
         self.copy_to = copy_to
         self.on_written = on_written
+        self.max_waiting = max_waiting
+        self.retry_seconds = retry_seconds
+        self.written = 0        # records in the main file
+        self.lost = 0           # records dropped from the main file's queue
+        self.write_errors = 0   # failed attempts to write the main file
+        self.reopened = 0
+        self._reopen = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
@@ -80,49 +170,121 @@ class RecordWriter:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Records of the main file held back by a write error."""
+        with self._idle:
+            return self._pending
+
     def write(self, record: CallRecord) -> None:
         with self._idle:
             self._pending += 1
         self._queue.put(record.to_json() + "\n")
 
+    def reopen(self) -> None:
+        """Reopen the files at the next batch (logrotate's SIGHUP); safe from any thread
+        and from a signal handler."""
+        self._reopen = True
+        self._queue.put(_WAKE)
+
     def _run(self) -> None:
-        # One os.write per batch on an O_APPEND descriptor: several worker processes can
-        # share one file without interleaving their lines.
-        fds = [self._open(target) for target in (self.path, self.copy_to) if target]
+        targets = [_Target(t) for t in (self.path, self.copy_to) if t]
+        stop_at: float | None = None
         try:
             while True:
-                lines = [self._queue.get()]
+                held = any(t.waiting for t in targets)
+                timeout = self.retry_seconds if held else None
+                if stop_at is not None:
+                    timeout = 0.05 if held else 0
+                lines: list = []
+                try:
+                    lines.append(self._queue.get(timeout=timeout)
+                                 if timeout != 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    pass
                 while not self._queue.empty():
                     lines.append(self._queue.get())
-                stop = lines[-1] is _STOP
-                batch = [line for line in lines if line is not _STOP]
-                encoded = "".join(batch).encode()
-                for fd in fds:
-                    data = encoded
-                    try:
-                        while data:
-                            data = data[os.write(fd, data):]
-                    except OSError:
-                        log.exception("could not write %d call records", len(batch))
-                if batch and self.on_written is not None:
+                if _STOP in lines and stop_at is None:
+                    stop_at = time.monotonic() + CLOSE_RETRY_SECONDS
+                batch = [line.encode() for line in lines if isinstance(line, str)]
+                if self._reopen:
+                    self._reopen = False
+                    for target in targets:
+                        target.close()
+                    self.reopened += 1
+                for target in targets:
+                    target.waiting.extend(batch)
+                written = sum(self._flush(t, main=t is targets[0]) for t in targets)
+                for target in targets:       # what the disk refused, beyond the bound
+                    self._drop(target, len(target.waiting) - self.max_waiting,
+                               main=target is targets[0],
+                               why=f"{self.max_waiting} records already wait")
+                if written and self.on_written is not None:
                     try:
                         self.on_written()
                     except Exception:
                         log.exception("call records written: the listener failed")
-                with self._idle:
-                    self._pending -= len(batch)
-                    self._idle.notify_all()
-                if stop:
+                if stop_at is not None and (not any(t.waiting for t in targets)
+                                            or time.monotonic() > stop_at):
+                    for target in targets:
+                        self._drop(target, len(target.waiting), main=target is targets[0],
+                                   why="the writer stopped")
                     return
         finally:
-            for fd in fds:
-                if fd != 1:
-                    os.close(fd)
+            for target in targets:
+                target.close()
 
-    @staticmethod
-    def _open(target: str) -> int:
-        return 1 if target == "-" else os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                                               0o640)
+    def _drop(self, target: _Target, count: int, *, main: bool, why: str) -> None:
+        """Give up the ``count`` newest waiting records (the oldest keep their order)."""
+        if count <= 0:
+            return
+        for _ in range(count):
+            target.waiting.pop()
+        if target.lost_in_episode == 0:
+            log.error("call records are being lost (%s): %s", target.path, why)
+        target.lost_in_episode += count
+        if main:
+            self.lost += count
+            self._done(count)
+
+    def _flush(self, target: _Target, *, main: bool) -> int:
+        """Write what waits for ``target``; the number of records written."""
+        if not target.waiting:
+            return 0
+        data = b"".join(target.waiting)
+        try:
+            if target.fd is None or target.moved():
+                target.close()
+                target.open()
+            done = target.append(data)
+            error = None
+        except OSError as exc:
+            done, error = getattr(exc, "written", 0), exc
+        count = 0
+        while done > 0 and target.waiting:
+            done -= len(target.waiting.popleft())
+            count += 1
+        if main:
+            self.written += count
+            self.write_errors += error is not None
+            self._done(count)
+        if error is not None and target.failing_since is None:
+            target.failing_since = time.monotonic()
+            log.error("cannot write call records to %s (%s); holding up to %d of them until "
+                      "it works again", target.path,
+                      errno.errorcode.get(error.errno, error.errno) if error.errno else
+                      type(error).__name__, self.max_waiting)
+        elif error is None and target.failing_since is not None:
+            log.warning("call records are written to %s again after %.0f s; %d lost",
+                        target.path, time.monotonic() - target.failing_since,
+                        target.lost_in_episode)
+            target.failing_since, target.lost_in_episode = None, 0
+        return count
+
+    def _done(self, count: int) -> None:
+        with self._idle:
+            self._pending -= count
+            self._idle.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every queued record is written (for tests and shutdown)."""
@@ -131,4 +293,4 @@ class RecordWriter:
 
     def close(self) -> None:
         self._queue.put(_STOP)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=CLOSE_RETRY_SECONDS + 5)

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import time
 from dataclasses import replace
 
 from .config import Settings
@@ -25,6 +26,7 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 READY_SECONDS = 60.0
+# Beyond the drain limit, the time a worker gets to close before it is killed.
 STOP_SECONDS = 15.0
 
 
@@ -39,6 +41,7 @@ def raise_open_files_limit() -> int:
 def _worker(settings: Settings, index: int, ready) -> None:
     """A worker process: the FastAGI server of ``ivr serve``, on a shared port."""
     from .privacy import configure_logging
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until the server takes it (reopen)
     configure_logging(settings.log_level)
     raise_open_files_limit()
     try:
@@ -49,6 +52,8 @@ def _worker(settings: Settings, index: int, ready) -> None:
 
 async def _serve_worker(settings: Settings, index: int, ready) -> None:
     from .app import serve_until_stopped
+    if settings.metrics_port:     # one registry per worker, each on its own port
+        settings = replace(settings, metrics_port=settings.metrics_port + index)
     await serve_until_stopped(
         settings, lambda server: ready.put((index, os.getpid(), server.port)), reuse_port=True)
     log.info("worker %d stopped", index)
@@ -60,6 +65,14 @@ async def _supervise(settings: Settings, workers: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = None
+    processes: list = []
+
+    def reopen_records() -> None:       # logrotate signals the parent: tell every worker
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reopen_records)
     if settings.uses_embedded_membership:
         from .membership.reference import run_reference_service
         runner = await run_reference_service(
@@ -70,7 +83,7 @@ async def _supervise(settings: Settings, workers: int) -> int:
     shared = replace(settings, membership_url=settings.effective_membership_url)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()
-    processes = [ctx.Process(target=_worker, args=(shared, i, ready), name=f"ivr-worker-{i}")
+    processes[:] = [ctx.Process(target=_worker, args=(shared, i, ready), name=f"ivr-worker-{i}")
                  for i in range(workers)]
     try:
         for process in processes:
@@ -93,7 +106,8 @@ async def _supervise(settings: Settings, workers: int) -> int:
         log.info("shutting down %d workers", workers)
         return 0
     finally:
-        await loop.run_in_executor(None, _stop_processes, processes)
+        await loop.run_in_executor(None, _stop_processes, processes,
+                                   settings.drain_seconds + STOP_SECONDS)
         if runner is not None:
             await runner.cleanup()
 
@@ -116,12 +130,13 @@ async def _wait_ready(ready, processes, stop: asyncio.Event) -> list[int] | None
     return [pids[i] for i in sorted(pids)]
 
 
-def _stop_processes(processes) -> None:
+def _stop_processes(processes, seconds: float) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()          # SIGTERM: the worker drains its calls
+    deadline = time.monotonic() + seconds
     for process in processes:
-        process.join(STOP_SECONDS)
+        process.join(max(deadline - time.monotonic(), 0.1))
         if process.is_alive():
             process.kill()
             process.join()

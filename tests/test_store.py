@@ -272,3 +272,21 @@ async def test_two_processes_share_one_sqlite_file(tmp_path):
     assert sorted(a["agent"] for a in log) == ["agent-a"] * 200 + ["agent-b"] * 200
     assert await mine.forwarded_offset("s") == 49
     await mine.close()
+
+
+async def test_service_settings_are_kept_with_who_and_when_and_audited(store):
+    assert await store.service_settings() == {}
+    await store.set_service_setting("announcement", "announcement-maintenance", "ops-siti")
+    await store.set_service_setting("mode", "agents_only", "ops-budi")
+    await store.set_service_setting("announcement", "", "ops-budi")
+    settings = await store.service_settings()
+    assert {k: v["value"] for k, v in settings.items()} == {"announcement": "",
+                                                           "mode": "agents_only"}
+    assert settings["announcement"]["changed_by"] == "ops-budi"
+    assert settings["mode"]["changed_at"].endswith("+00:00")
+    log = await store.audit_log("service-settings")
+    assert [(e["agent"], e["action"]) for e in log] == [
+        ("ops-siti", "announcement=announcement-maintenance"),
+        ("ops-budi", "mode=agents_only"), ("ops-budi", "announcement=")]
+    with pytest.raises(ValueError):
+        await store.set_service_setting("mode", "x", "bad\nname")

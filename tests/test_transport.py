@@ -127,8 +127,9 @@ async def test_hangup_before_the_reply_and_again_keeps_the_session_in_step(serve
         return "200 result=0\n" if command == "ANSWER" else "200 result=1\n"
     commands = await peer(server.port, respond)
     variables = [c.split()[2] for c in commands if c.startswith("SET VARIABLE")]
-    assert variables == ["__IVR_OUTCOME", "__IVR_TRANSFER_REASON", "__IVR_VERIFIED",
-                         "__IVR_CARD", "__IVR_MEMBER_STATUS", "__IVR_CALL_ID"]
+    # the call id first (the dialplan's sign that this server took the call), then the end
+    assert variables == ["__IVR_CALL_ID", "__IVR_OUTCOME", "__IVR_TRANSFER_REASON",
+                         "__IVR_VERIFIED", "__IVR_CARD", "__IVR_MEMBER_STATUS", "__IVR_CALL_ID"]
 
 
 async def test_dead_channel_511_is_a_hang_up(server_with, settings):
@@ -177,7 +178,7 @@ async def test_get_data_failing_on_a_live_channel_is_a_missing_prompt(server_wit
         return {"ANSWER": "200 result=0\n", "CHANNEL STATUS": "200 result=6\n"}.get(
             command, "200 result=0\n" if command.startswith("EXEC") else "200 result=1\n")
     commands = await peer(server.port, respond)
-    assert commands[3:6] == ['GET DATA bpjs/enter-id 6000 16', "CHANNEL STATUS",
+    assert commands[4:7] == ['GET DATA bpjs/enter-id 6000 16', "CHANNEL STATUS",
                              'GET DATA "" 6000 16']
     assert app.records.flush()
     record = last_record(settings)

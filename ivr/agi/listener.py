@@ -202,6 +202,25 @@ class Listener:
             self._warn_cap("%d FastAGI connections open, the cap (IVR_MAX_CONNECTIONS): "
                            "not accepting until calls end", self.cap)
 
+    async def stop_listening(self) -> None:
+        """Close the listening sockets now, after taking every connection already in their
+        backlog (closing a socket resets what its backlog holds): from here on a new
+        connection is refused at once, and Asterisk tries the next server."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._sockets:
+            while True:
+                try:
+                    conn, peer = sock.accept()
+                except OSError:     # BlockingIOError: the backlog is empty
+                    break
+                conn.setblocking(False)
+                self._admit(conn, peer)
+        self._close_sockets()
+
     def close(self) -> None:
         """Stop accepting (the sockets close in ``wait_closed``, once no accept waits)."""
         for task in self._tasks:

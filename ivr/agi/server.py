@@ -20,6 +20,7 @@ addresses, and never more at once than the cap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -32,6 +33,14 @@ from .session import AgiSession, LineBuffer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AgiSession], Awaitable[None]]
+
+# While draining, how often the server looks whether its calls have ended.
+DRAIN_POLL_SECONDS = 0.1
+# After the drain limit, the time cancelled calls get to leave variables and records
+# (the route's own time limit for that is ``app.FINISH_SECONDS``).
+FINISH_AFTER_CANCEL_SECONDS = 6.0
+# Then the time closing sockets get to send what they still hold.
+CLOSE_SECONDS = 1.0
 
 
 # One receive buffer for every connection of the process: asyncio calls ``get_buffer``,
@@ -167,6 +176,8 @@ class AgiServer:
         self._calls: set[asyncio.Task] = set()
         self.rejected = 0
         self.peak_connections = 0
+        self.draining = False
+        self._hurry = asyncio.Event()
 
     @property
     def active_calls(self) -> int:
@@ -219,19 +230,44 @@ class AgiServer:
             self._listener.connection_closed()
 
     async def close(self, drain_seconds: float = 5.0) -> None:
-        """Stop accepting, give calls in progress a deadline to end, then cancel them."""
+        """Drain, then stop: stop listening at once (the connections already waiting in the
+        backlog are taken first, so that none is reset; a new connection is refused, and
+        Asterisk's dialplan tries the next server), let the calls in progress end by
+        themselves for up to ``drain_seconds`` (or until ``hurry``), then cancel the rest:
+        each still leaves its channel variables and its record."""
+        self.draining = True
         if self._listener is not None:
-            self._listener.close()
+            await self._listener.stop_listening()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_seconds
+        if self._connections or self._calls or self._opening:
+            log.info("draining: %d call(s) in progress, waiting up to %.0f s for them to end",
+                     len(self._connections), drain_seconds)
+        while (self._connections or self._calls or self._opening) \
+                and loop.time() < deadline and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(DRAIN_POLL_SECONDS, deadline - loop.time())):
+                    await self._hurry.wait()
         if self._calls:
-            await asyncio.wait(set(self._calls), timeout=drain_seconds)
+            log.warning("drain limit reached: ending %d call(s) still in progress",
+                        len(self._calls))
         for task in set(self._calls):
             task.cancel()
         if self._calls:
-            await asyncio.wait(set(self._calls), timeout=1.0)
+            await asyncio.wait(set(self._calls), timeout=FINISH_AFTER_CANCEL_SECONDS)
+        # Sessions that ended close their sockets once the last bytes are sent: let them,
+        # so that Asterisk gets the last variables; abort only what is still open then.
+        closing = loop.time() + CLOSE_SECONDS
+        while self._connections and loop.time() < closing:
+            await asyncio.sleep(0.02)
         for connection in set(self._connections):
             connection.transport.abort()
         if self._listener is not None:
             await self._listener.wait_closed()
+
+    def hurry(self) -> None:
+        """End the drain now (a second SIGTERM or Ctrl-C)."""
+        self._hurry.set()
 
     async def _run_call(self, session: AgiSession, handler: Handler) -> None:
         try:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from typing import Callable
 
 import aiohttp
 
+from .breaker import CircuitBreaker
 from .model import MembershipUnavailable, Participant, parse_participant
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,10 @@ def _is_not_found(content_type: str, raw: bytes) -> bool:
 
 class MembershipClient:
     def __init__(self, base_url: str, token: str = "", connect_timeout: float = 1.0,
-                 total_timeout: float = 3.0) -> None:
+                 total_timeout: float = 3.0, breaker: CircuitBreaker | None = None) -> None:
+        self.breaker = breaker or CircuitBreaker()
+        # told of every lookup: its own time in seconds, and the failure's reason or None
+        self.observe: Callable[[float, str | None], None] | None = None
         self.base_url = base_url.rstrip("/")
         self._headers = {"Accept": "application/json"}
         if token:
@@ -91,6 +97,26 @@ class MembershipClient:
         ``MembershipUnavailable`` on any other outcome: another 404, a body over 64 KiB..."""
         if not (identifier.isascii() and identifier.isdigit() and len(identifier) in (13, 16)):
             raise ValueError("an identifier is 13 or 16 digits")
+        if not self.breaker.allow():
+            if self.observe is not None:
+                self.observe(0.0, "circuit open")
+            raise MembershipUnavailable("circuit open")
+        outcome = self.breaker.abandoned
+        started = time.monotonic()
+        failure = None
+        try:
+            participant = await self._lookup(identifier, request_id)
+            outcome = self.breaker.succeeded
+            return participant
+        except MembershipUnavailable as exc:
+            outcome, failure = self.breaker.failed, str(exc)
+            raise
+        finally:
+            outcome()
+            if self.observe is not None and outcome is not self.breaker.abandoned:
+                self.observe(time.monotonic() - started, failure)
+
+    async def _lookup(self, identifier: str, request_id: str) -> Participant | None:
         url = f"{self.base_url}/v1/participants/{identifier}"
         # Failures are turned into reasons here and raised outside the ``except`` blocks, so
         # that no aiohttp exception (whose text holds the URL, hence the identifier) is

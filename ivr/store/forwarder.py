@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from . import Store, StoreUnavailable
@@ -37,6 +38,9 @@ BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 STOP_SECONDS = 3.0
 STOP_LOCK_RETRY = 0.1
+# After the path names a new file, how long the old one is still read: a writer that
+# began a batch before the move finishes it there.
+ROTATION_GRACE = 1.0
 
 
 class _Stopping(Exception):
@@ -64,6 +68,8 @@ class RecordForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
         self._down = False
+        self._file = None             # the file being tailed, kept open across rotations
+        self._moved_files: list[list] = []   # [file, offset read, last read]: after an mv
 
     async def start(self) -> None:
         """Returns at once; forwarding (and waiting for the lock, the store) goes on in the
@@ -93,6 +99,10 @@ class RecordForwarder:
                 log.error("record forwarder failed: %s", type(self._task.exception()).__name__)
             self._task = None
         self._release_lock()
+        for f in [self._file] + [entry[0] for entry in self._moved_files]:
+            if f is not None:
+                f.close()
+        self._file, self._moved_files = None, []
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -126,9 +136,12 @@ class RecordForwarder:
                         await self._wake.wait()
                 continue
             items, end, skipped, restarted = batch
-            if restarted:
+            if restarted == "truncated":
                 log.warning("the record file is shorter than the offset forwarded (%d): "
                             "it was replaced; forwarding it from the start", offset)
+            elif restarted == "rotated":
+                log.info("the record file was rotated at offset %d; forwarding the new one "
+                         "from its start (and what still reaches the old one)", offset)
             if skipped:
                 log.warning("skipped %d malformed line(s) before offset %d", skipped, end)
             await self._deliver(items, end)
@@ -136,27 +149,72 @@ class RecordForwarder:
 
     def _read(self, offset: int):
         """The next batch after ``offset``: ([(record, end offset)], batch end offset,
-        lines skipped, whether the file restarted), or None when there is no new
-        complete line."""
-        try:
-            size = os.stat(self.path).st_size
-        except FileNotFoundError:
-            return None
-        restarted = size < offset
-        if restarted:
-            offset = 0
-        if size == offset:
-            return ([], 0, 0, True) if restarted else None
-        with open(self.path, "rb") as f:
+        lines skipped, why the file starts over or None), or None when there is no new
+        complete line.
+
+        The file stays open between reads, so that a rotation by ``mv`` (or a delete) loses
+        nothing: as soon as the path names a new file, the forwarder follows it from its
+        start, and keeps reading the moved one to its end for ``ROTATION_GRACE`` more (a
+        writer can finish a batch there after the move); those lines are stored with the
+        new file's offset. A file cut short in place (``copytruncate``) is read from its
+        start."""
+        old = self._read_moved(offset)
+        if old is not None:
+            return old
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError:
+                return None
+        f = self._file
+        size = os.fstat(f.fileno()).st_size
+        if size < offset:
+            return [], 0, 0, "truncated"
+        if size > offset:
             f.seek(offset)
             data = f.read(self.batch_bytes)
             cut = data.rfind(b"\n")
-            if cut < 0:
-                if len(data) < self.batch_bytes:
-                    return ([], offset, 0, True) if restarted else None   # a partial line
-                return [], self._skip_line(f, offset + len(data)), 1, restarted
+            if cut >= 0:
+                return self._parse(data[:cut + 1], offset)
+            if len(data) >= self.batch_bytes:
+                return [], self._skip_line(f, offset + len(data)), 1, None
+        if self._moved() and os.path.exists(self.path):
+            self._moved_files.append([f, offset, time.monotonic()])
+            self._file = None
+            return [], 0, 0, "rotated"
+        return None
+
+    def _read_moved(self, offset: int):
+        """Complete lines that reached a moved file after it was left, as a batch that
+        ends at ``offset`` (the current file's); None when there are none."""
+        now = time.monotonic()
+        for entry in list(self._moved_files):
+            f, position, since = entry
+            size = os.fstat(f.fileno()).st_size
+            if size > position:
+                f.seek(position)
+                data = f.read(self.batch_bytes)
+                cut = data.rfind(b"\n")
+                if cut >= 0:
+                    items, end, skipped, _ = self._parse(data[:cut + 1], position)
+                    entry[1], entry[2] = end, now
+                    return [(record, offset) for record, _ in items], offset, skipped, None
+            if self._stopping or now - since >= ROTATION_GRACE:
+                f.close()
+                self._moved_files.remove(entry)
+        return None
+
+    def _moved(self) -> bool:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        held = os.fstat(self._file.fileno())
+        return (info.st_dev, info.st_ino) != (held.st_dev, held.st_ino)
+
+    def _parse(self, data: bytes, offset: int):
         items, skipped, position = [], 0, offset
-        for line in data[:cut + 1].splitlines(keepends=True):
+        for line in data.splitlines(keepends=True):
             if len(items) >= self.batch_records:
                 break
             position += len(line)
@@ -169,7 +227,7 @@ class RecordForwarder:
                 skipped += 1
                 continue
             items.append((record, position))
-        return items, position, skipped, restarted
+        return items, position, skipped, None
 
     def _skip_line(self, f, position: int) -> int:
         """Past a line longer than a batch may be (no record is): the offset after it, or

@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import asyncpg
 
 from . import StoreUnavailable
-from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, check_card, check_text, iso, now,
+from .rows import (HISTORY_LIMIT, SERVICE_AUDIT, MAX_TEXT, QUEUE_RESULTS, check_card, check_text, iso, now,
                    parse_time, queue_out, record_out, record_row, since)
 
 POOL_SIZE = 4
@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
 CREATE TABLE IF NOT EXISTS forwarder_offsets (
     source text PRIMARY KEY, position bigint NOT NULL, at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_settings (
+    name text PRIMARY KEY, value text NOT NULL, changed_by text NOT NULL,
+    changed_at timestamptz NOT NULL
 );
 """
 
@@ -244,6 +248,25 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO audit (agent, call_id, action, at) VALUES ($1, $2, $3, $4)", *args)
+
+    async def set_service_setting(self, name: str, value: str, by: str) -> None:
+        args = (check_text(name, "name"), check_text(value, "value", MAX_TEXT, empty=True),
+                check_text(by, "changed_by"), now())
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO service_settings (name, value, changed_by, changed_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET value = "
+                "excluded.value, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at", *args)
+            await conn.execute(
+                "INSERT INTO audit (agent, call_id, action, at) VALUES ($1, $2, $3, $4)",
+                args[2], SERVICE_AUDIT, f"{args[0]}={args[1]}", args[3])
+
+    async def service_settings(self) -> dict[str, dict]:
+        rows = await self._fetch("SELECT name, value, changed_by, changed_at FROM "
+                                 "service_settings")
+        return {name: {"value": value, "changed_by": by, "changed_at": iso(at)}
+                for name, value, by, at in rows}
 
     async def audit_log(self, call_id: str | None = None) -> list[dict]:
         if call_id is None:

@@ -23,6 +23,10 @@ def parse_time(value: str) -> datetime:
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
 
 
+# The audit log's "call" of an operator's change to the live service settings.
+SERVICE_AUDIT = "service-settings"
+
+
 def iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 

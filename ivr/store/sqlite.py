@@ -17,7 +17,7 @@ from typing import AsyncIterator
 import aiosqlite
 
 from . import StoreUnavailable
-from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, canonical, check_card, check_text,
+from .rows import (HISTORY_LIMIT, SERVICE_AUDIT, MAX_TEXT, QUEUE_RESULTS, canonical, check_card, check_text,
                    iso, now, parse_time, queue_out, record_out, record_row, since)
 
 BUSY_MS = 5000
@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
 CREATE TABLE IF NOT EXISTS forwarder_offsets (
     source TEXT PRIMARY KEY, position INTEGER NOT NULL, at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_settings (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL, changed_by TEXT NOT NULL, changed_at TEXT NOT NULL
 );
 """
 
@@ -259,6 +262,23 @@ class SqliteStore:
         async with self._transaction() as db:
             await db.execute("INSERT INTO audit (agent, call_id, action, at) VALUES (?, ?, ?, ?)",
                              args)
+
+    async def set_service_setting(self, name: str, value: str, by: str) -> None:
+        args = (check_text(name, "name"), check_text(value, "value", MAX_TEXT, empty=True),
+                check_text(by, "changed_by"), iso(now()))
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO service_settings (name, value, changed_by, changed_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "changed_by = excluded.changed_by, changed_at = excluded.changed_at", args)
+            await db.execute("INSERT INTO audit (agent, call_id, action, at) VALUES (?, ?, ?, ?)",
+                             (args[2], SERVICE_AUDIT, f"{args[0]}={args[1]}", args[3]))
+
+    async def service_settings(self) -> dict[str, dict]:
+        rows = await self._fetch("SELECT name, value, changed_by, changed_at FROM "
+                                 "service_settings")
+        return {name: {"value": value, "changed_by": by, "changed_at": at}
+                for name, value, by, at in rows}
 
     async def audit_log(self, call_id: str | None = None) -> list[dict]:
         if call_id is None:

@@ -1,0 +1,93 @@
+"""Several IVR servers behind one real Asterisk 22 (the sandbox's instance "failover"):
+the dialplan (context hotline) tries the servers of IVR_AGI in order. One server is
+stopped mid-test, with calls in progress on it and callers still coming: every call is
+served by one server or the other, none reaches the fallback."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+
+from dialplan.sandbox import Sandbox
+from ivr.app import running_server
+from ivr.config import Settings
+
+from .conftest import EVIDENCE
+from .test_asterisk import PORT_SHIFT, in_use, read_records, sounds  # noqa: F401
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FIRST, SECOND = 18573 + PORT_SHIFT, 18574 + PORT_SHIFT
+SIP_PORT, AMI_PORT = 19060 + PORT_SHIFT, 19038 + PORT_SHIFT
+RTP_PORTS = f"{28000 + 2000 * (PORT_SHIFT // 100)}-{29998 + 2000 * (PORT_SHIFT // 100)}"
+SERVERS = f"127.0.0.1:{FIRST}&127.0.0.1:{SECOND}"
+
+
+@pytest.fixture(scope="module")
+def sandbox(sounds):  # noqa: F811
+    env = {k: v for k, v in os.environ.items()
+           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
+    box = Sandbox(name="failover", sounds_dir=sounds, agi_address=SERVERS,
+                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
+                  rtp_ports=RTP_PORTS, env=env)
+    with in_use(box):
+        box.down()
+        box.full_log.unlink(missing_ok=True)
+        box.up(timeout=120)
+        try:
+            yield box
+        finally:
+            box.down()
+            with contextlib.suppress(FileNotFoundError):
+                (EVIDENCE / "asterisk-failover-full.log").write_bytes(box.full_log.read_bytes())
+
+
+def server_settings(name: str, port: int, membership_url: str, sounds, tmp) -> Settings:  # noqa: F811
+    return Settings.from_env(
+        {}, agi_host="127.0.0.1", agi_port=port, membership_url=membership_url,
+        call_records=str(EVIDENCE / f"calls-failover-{name}.jsonl"),
+        state_db=str(tmp / f"state-{name}.sqlite3"), store_db=str(tmp / f"store-{name}.sqlite3"),
+        sounds_dir=str(sounds), lockout_salt="test-salt", drain_seconds=120)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def two_servers(sandbox, membership_url, sounds, tmp_path):  # noqa: F811
+    settings = [server_settings(n, p, membership_url, sounds, tmp_path)
+                for n, p in (("first", FIRST), ("second", SECOND))]
+    for s in settings:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(s.call_records)
+    yield settings
+
+
+async def test_a_server_stopped_mid_test_sends_no_caller_to_the_fallback(sandbox, two_servers):
+    first, second = two_servers
+    reports = []
+
+    async def caller(hold: float) -> None:
+        reports.append(await sandbox.originate_local_async(keys="", hold=hold, timeout=120))
+
+    async with running_server(second) as (_, second_app):
+        stack = contextlib.AsyncExitStack()
+        _, first_app = await stack.enter_async_context(running_server(first))
+        early = [asyncio.create_task(caller(6)) for _ in range(3)]
+        await asyncio.sleep(3)                 # the early calls are in the IVR of "first"
+        stopping = asyncio.create_task(stack.aclose())      # drains: the calls finish
+        await asyncio.sleep(0.5)
+        late = [asyncio.create_task(caller(3)) for _ in range(3)]
+        await asyncio.gather(*early, *late)
+        await stopping
+        assert second_app.records.flush()
+    on_first = {r["call_id"] for r in read_records(first.call_records)}
+    on_second = {r["call_id"] for r in read_records(second.call_records)}
+    finals = [r.final for r in reports]
+    assert [f.get("Route") for f in finals].count("fallback") == 0
+    assert all(f.get("CallId") for f in finals)
+    ids = [f["CallId"] for f in finals]
+    assert set(ids) == on_first | on_second and not on_first & on_second
+    assert len(on_first) == 3 and len(on_second) == 3
+    assert all(f.get("Outcome") == "abandoned" for f in finals)
