@@ -9,7 +9,7 @@ import logging
 import uuid
 import signal
 from dataclasses import replace
-from typing import AsyncIterator, Callable
+from typing import AsyncContextManager, AsyncIterator, Callable
 
 from prompts import Catalog, load_catalog
 
@@ -279,9 +279,11 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
 
 
 async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer], None], *,
-                              reuse_port: bool = True) -> None:
+                              reuse_port: bool = True,
+                              beside: Callable[[], AsyncContextManager] | None = None) -> None:
     """Run the hotline until SIGINT or SIGTERM, then drain and stop; ``on_ready`` is told
-    once the server listens (a banner, a worker's ready message).
+    once the server listens (a banner, a worker's ready message). ``beside`` is another
+    service run for as long (the agent desk, in ``ivr asterisk serve``).
 
     The port is bound with ``SO_REUSEPORT``, so that a new process can listen beside one
     that drains (a deploy without a gap). A second SIGINT or SIGTERM ends the drain at once.
@@ -299,7 +301,8 @@ async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer]
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_or_hurry)
     try:
-        async with running_server(settings, reuse_port=reuse_port) as (server, app):
+        async with running_server(settings, reuse_port=reuse_port) as (server, app), \
+                (beside() if beside else contextlib.nullcontext()):
             running.append(server)
 
             def reopen_records() -> None:

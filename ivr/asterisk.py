@@ -24,13 +24,12 @@ import contextlib
 import json
 import logging
 import shlex
-import signal
 import sys
 import threading
 import time
 import wave
 
-from .app import running_server
+from .app import serve_until_stopped
 from .config import Settings
 
 # A caller who types ahead needs no more than this between two answers; "_" in --keys.
@@ -83,21 +82,20 @@ def _banner(settings: Settings, sandbox, server) -> None:
     print(HOW_TO_CALL.format(sip=sandbox.sip_address), flush=True)
 
 
-async def serve_with_desk(settings: Settings, sandbox) -> None:
-    """The IVR and the agent desk in one process until SIGINT or SIGTERM."""
+def desk_beside(settings: Settings, sandbox):
+    """The agent desk on the sandbox's Asterisk, to run beside the IVR: its settings and
+    demo accounts from the sandbox, its address and the agents' password printed."""
     from .desk.app import credentials_banner, demo_accounts, running_desk, sandbox_settings
     desk_settings = sandbox_settings(settings, sandbox)
     accounts = demo_accounts(desk_settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with running_server(settings) as (server, _app), \
-            running_desk(desk_settings, accounts=accounts) as (url, _desk):
-        _banner(settings, sandbox, server)
-        print(credentials_banner(url, desk_settings, accounts,
-                                 f"kept in {sandbox.secrets_file}"), flush=True)
-        await stop.wait()
+
+    @contextlib.asynccontextmanager
+    async def running():
+        async with running_desk(desk_settings, accounts=accounts) as (url, _desk):
+            print(credentials_banner(url, desk_settings, accounts,
+                                     f"kept in {sandbox.secrets_file}"), flush=True)
+            yield
+    return running
 
 
 def serve(settings: Settings) -> int:
@@ -107,7 +105,9 @@ def serve(settings: Settings) -> int:
     seconds = _up(sandbox)
     print(f"Asterisk up in {seconds:.1f} s: {_where(sandbox)}", flush=True)
     try:
-        asyncio.run(serve_with_desk(settings, sandbox))
+        asyncio.run(serve_until_stopped(settings,
+                                        lambda server: _banner(settings, sandbox, server),
+                                        beside=desk_beside(settings, sandbox)))
     finally:
         sandbox.down()
         print("Asterisk stopped", flush=True)
