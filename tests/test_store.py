@@ -272,3 +272,60 @@ async def test_two_processes_share_one_sqlite_file(tmp_path):
     assert sorted(a["agent"] for a in log) == ["agent-a"] * 200 + ["agent-b"] * 200
     assert await mine.forwarded_offset("s") == 49
     await mine.close()
+
+
+# -- callbacks (waiting for an agent, issue 13)
+
+def callback(cid: str, call_id: str = "c1", **fields) -> dict:
+    body = {"id": cid, "call_id": call_id, "number": "081234567890",
+            "number_masked": "0812*****890", "joined_at": ago(minutes=10),
+            "due_at": ago(seconds=1), "status": "scheduled"}
+    body.update(fields)
+    return body
+
+
+async def test_callbacks_keep_their_attempts_and_come_due_in_join_order(store):
+    await store.callback_create(callback("late", "c2", joined_at=ago(minutes=5)))
+    await store.callback_create(callback("early", "c1", joined_at=ago(minutes=9)))
+    await store.callback_create(callback("future", "c3", due_at=ago(minutes=-30)))
+    due = await store.callbacks_due(ago(seconds=0))
+    assert [c["id"] for c in due] == ["early", "late"]
+    assert due[0]["number"] == "081234567890" and due[0]["number_masked"] == "0812*****890"
+    await store.callback_set("early", "queued")
+    assert [c["id"] for c in await store.callbacks_due(ago(seconds=0))] == ["late"]
+    assert await store.callback_attempt("early", "busy", ago(seconds=3)) == 1
+    assert await store.callback_attempt("early", "answer", ago(seconds=1)) == 2
+    await store.callback_set("early", "completed")
+    got = await store.get_callback("early")
+    assert got["status"] == "completed"
+    assert [(a["n"], a["result"]) for a in got["attempts"]] == [(1, "busy"), (2, "answer")]
+    await store.callback_set("late", "scheduled", due_at=ago(minutes=-5))
+    assert await store.callbacks_due(ago(seconds=0)) == []
+    assert [c["id"] for c in await store.callbacks("c2")] == ["late"]
+    assert await store.get_callback("nope") is None
+
+
+async def test_a_callback_needs_a_real_number_and_status(store):
+    for bad in ({"number": "0812x4567890"}, {"number": "123"}, {"status": "done"},
+                {"number": "٠٨١٢٣٤٥٦٧٨٩٠"}, {"joined_at": "yesterday"}):
+        with pytest.raises(ValueError):
+            await store.callback_create(callback("x", **bad))
+    with pytest.raises(ValueError):
+        await store.callback_set("x", "whatever")
+    assert await store.callbacks() == []
+
+
+async def test_queue_stats_are_the_answered_calls_since_then(store):
+    assert (await store.queue_stats(ago(hours=1)))["answered"] == 0
+    for n, (wait, talk) in enumerate([(30, 120), (90, 240), (60, 180)]):
+        cid = f"q{n}"
+        await store.queue_joined(cid, ago(seconds=1000 + wait))
+        await store.queue_answered(cid, "agent1", ago(seconds=1000))
+        await store.queue_left(cid, "answered", ago(seconds=1000 - talk))
+    await store.queue_joined("old", ago(hours=3))
+    await store.queue_answered("old", "agent1", ago(hours=2, minutes=59))
+    await store.queue_left("old", "answered", ago(hours=2))
+    stats = await store.queue_stats(ago(hours=1))
+    assert stats["answered"] == 3
+    assert stats["mean_talk_s"] == pytest.approx(180, abs=0.5)
+    assert stats["mean_wait_s"] == pytest.approx(60, abs=0.5)
