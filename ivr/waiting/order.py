@@ -14,4 +14,4 @@ TOP = 2_000_000_000
 
 
 def queue_priority(joined_epoch: float) -> int:
-    return TOP - int((joined_epoch - BASE) * 10)
+    return TOP - round((joined_epoch - BASE) * 10)
