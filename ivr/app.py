@@ -27,6 +27,7 @@ from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
 from .store import open_store
 from .store.forwarder import RecordForwarder
+from .waiting.route import ROUTE as WAIT_ROUTE, WaitRoute
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def prompt_durations(settings: Settings) -> dict[str, int]:
 class HotlineApp:
     def __init__(self, settings: Settings, membership: MembershipClient, lockout: LockoutStore,
                  records: RecordWriter, catalog: Catalog | None = None,
-                 durations: dict[str, int] | None = None) -> None:
+                 durations: dict[str, int] | None = None, store=None) -> None:
         self.settings = settings
         self.membership = membership
         self.lockout = lockout
@@ -57,6 +58,8 @@ class HotlineApp:
         self.flow_settings = FlowSettings(lookup_timeout=settings.lookup_timeout,
                                           hold_prompt_after=settings.hold_prompt_after,
                                           announcement=settings.announcement)
+        # The waiting loop's words and callbacks (ivr/waiting): the store keeps callbacks.
+        self.waiting = WaitRoute(settings, self.catalog, store)
         if settings.announcement and settings.announcement not in self.catalog:
             raise ValueError(f"IVR_ANNOUNCEMENT={settings.announcement!r} is not a prompt id")
 
@@ -178,7 +181,7 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
         records = RecordWriter(settings.call_records, copy_to=outbox, on_written=forwarder.wake)
         stack.callback(records.close)
         yield HotlineApp(settings, membership, lockout, records,
-                         durations=prompt_durations(settings))
+                         durations=prompt_durations(settings), store=store)
 
 
 _GC_SETTLED = False
@@ -228,7 +231,8 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
     async with running_services(settings) as app:
         settle_garbage_collector()
         collector = asyncio.get_running_loop().create_task(young_collections())
-        server = AgiServer({ROUTE: app.handle}, header_timeout=settings.header_timeout,
+        server = AgiServer({ROUTE: app.handle, WAIT_ROUTE: app.waiting.handle},
+                           header_timeout=settings.header_timeout,
                            header_max_bytes=settings.header_max_bytes,
                            reply_timeout=settings.reply_timeout,
                            max_call_seconds=settings.max_call_seconds)

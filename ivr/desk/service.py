@@ -210,13 +210,19 @@ class Desk:
         call_id = self._call_id_of(event)
         if not call_id:
             return
+        looping = bool((event.get("ChanVariables") or {}).get("IVR_QUEUE_JOINED"))
         if name == "QueueCallerJoin":
-            self._spawn(self.store.queue_joined(call_id, now_iso()), "queue history")
+            # A caller of the waiting loop (or a callback) keeps the time of the first join.
+            entry = self.board.entry(call_id)
+            at = _iso(entry.joined_at) if looping and entry is not None else now_iso()
+            kind = entry.kind if entry is not None else "caller"
+            self._spawn(self.store.queue_joined(call_id, at, kind), "queue history")
         elif name == "QueueCallerAbandon":
             self._left.add(call_id)
             self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
-        elif name == "QueueCallerLeave":
-            # Leave also precedes AgentConnect when an agent answers: decide a moment later.
+        elif name == "QueueCallerLeave" and not looping:
+            # The waiting loop leaves the queue at every announcement: its route records
+            # how the caller's wait ended (ivr/waiting/route.py). Leave also precedes AgentConnect when an agent answers: decide a moment later.
             asyncio.get_running_loop().call_later(LEAVE_SETTLE_SECONDS, self._settle_leave,
                                                   call_id, now_iso())
 
