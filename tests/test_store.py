@@ -329,3 +329,28 @@ async def test_queue_stats_are_the_answered_calls_since_then(store):
     assert stats["answered"] == 3
     assert stats["mean_talk_s"] == pytest.approx(180, abs=0.5)
     assert stats["mean_wait_s"] == pytest.approx(60, abs=0.5)
+
+
+async def test_the_place_in_line_counts_waiting_callers_and_callbacks_that_joined_earlier(store):
+    me, since, now_ = ago(minutes=5), ago(hours=2), ago(seconds=0)
+    assert await store.queue_ahead(me, now_, since) == 0
+    await store.queue_joined("w1", ago(minutes=8))                 # waiting: ahead
+    await store.queue_joined("w2", ago(minutes=7))                 # answered: not waiting
+    await store.queue_answered("w2", "agent1", ago(minutes=1))
+    await store.queue_joined("w3", ago(minutes=6))                 # gone
+    await store.queue_left("w3", "abandoned", ago(minutes=2))
+    await store.queue_joined("w4", ago(minutes=4))                 # joined after me
+    await store.queue_joined("w5", ago(hours=3))                   # stale: before the window
+    await store.queue_joined("c1", ago(minutes=9))                 # took a callback
+    await store.queue_left("c1", "callback", ago(minutes=3))
+    await store.callback_create(callback("cb1", "c1", joined_at=ago(minutes=9)))
+    await store.callback_create(callback("cb2", "c2", joined_at=ago(minutes=9),
+                                         due_at=ago(minutes=-60)))  # tomorrow: not in line
+    assert await store.queue_ahead(me, now_, since) == 2            # w1 and cb1
+    await store.callback_set("cb1", "queued")
+    await asyncio.sleep(0.01)
+    await store.queue_answered("c1", "agent1", ago(seconds=0))      # its agent answered
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 1
+    await asyncio.sleep(0.01)
+    await store.callback_set("cb1", "scheduled", due_at=ago(seconds=1))   # to be retried
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 2

@@ -145,7 +145,7 @@ async def test_position_and_estimate_in_indonesian():
                                           stats={"answered": 4, "mean_talk_s": 80.0,
                                                  "mean_wait_s": 60.0})
     text = " ".join(dialog.transcript)
-    assert "Bapak/Ibu berada di antrean ke tiga ." in text
+    assert "Bapak/Ibu berada di antrean ke tiga Perkiraan" in text
     assert "Perkiraan waktu tunggu sekitar dua menit." in text        # 3 * 80 / 2 = 120 s
     assert result.action == "stay" and "Tekan 1" not in text           # no offer yet
 
@@ -211,7 +211,8 @@ async def test_closed_hours_offer_only_the_callback_for_the_next_period():
     assert callbacks.created[0]["due_at"] == wib(2026, 12, 7, 8, 0).isoformat()
     text = " ".join(dialog.transcript)
     assert text.startswith(CATALOG.text("closed-now"))
-    assert "pada tujuh Desember dua ribu dua puluh enam pukul delapan ." in text
+    assert text.endswith("pada tujuh Desember dua ribu dua puluh enam pukul delapan "
+                         + CATALOG.text("callback-goodbye"))
     assert "antrean ke" not in text
     result, dialog, callbacks = await wait_dialog("2", ctx(phase="enter"),
                                                   hours=StaffedHours(OFFICE),

@@ -85,6 +85,15 @@ ON CONFLICT (call_id) DO UPDATE SET
     result = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.result END
 """
 
+# As in ivr.store.sqlite: who is ahead of a first join.
+_AHEAD = """
+SELECT (SELECT count(*) FROM queue_calls
+        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2)
+     + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
+        WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
+          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
+"""
+
 # What "the server is not there (now)" looks like through asyncpg.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                 asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
@@ -331,3 +340,10 @@ class PostgresStore:
             "WHERE result = 'answered' AND answered_at >= $1 ORDER BY answered_at DESC "
             "LIMIT $2", parse_time(since_at), STATS_LIMIT)
         return stats_out([tuple(r) for r in rows])
+
+    async def queue_ahead(self, joined_at: str, at: str, since_at: str) -> int:
+        """Callers still waiting who first joined before ``joined_at`` (and after
+        ``since_at``), and callbacks waiting their turn that were made before it."""
+        rows = await self._fetch(_AHEAD, parse_time(joined_at), parse_time(since_at),
+                                 parse_time(at))
+        return rows[0][0]

@@ -92,6 +92,17 @@ ON CONFLICT (call_id) DO UPDATE SET
 """
 
 
+# Waiting callers (joined, neither answered nor gone) and callbacks waiting their turn
+# (due, and not answered since they were last placed), ahead of a first join.
+_AHEAD = """
+SELECT (SELECT count(*) FROM queue_calls
+        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2)
+     + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
+        WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
+          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
+"""
+
+
 def _time(value: str | None):
     return None if value is None else parse_time(value)
 
@@ -345,3 +356,11 @@ class SqliteStore:
             "WHERE result = 'answered' AND answered_at >= ? ORDER BY answered_at DESC LIMIT ?",
             (canonical(since_at), STATS_LIMIT))
         return stats_out(rows)
+
+    async def queue_ahead(self, joined_at: str, at: str, since_at: str) -> int:
+        """Callers still waiting who first joined before ``joined_at`` (and after
+        ``since_at``), and callbacks waiting their turn that were made before it."""
+        joined, at, since_at = canonical(joined_at), canonical(at), canonical(since_at)
+        # SQLite's ?NNN parameters are numbered like PostgreSQL's $NNN.
+        rows = await self._fetch(_AHEAD.replace("$", "?"), (joined, since_at, at))
+        return rows[0][0]

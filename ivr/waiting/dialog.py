@@ -107,7 +107,7 @@ class WaitingDialog:
     def _announcement(self, position: int, estimate: float | None) -> list[Utterance]:
         d = self.dialog
         said = [d.prompt("wait-next")] if position <= 1 else [
-            d.prompt("wait-position"), d.spoken(speech.number(position) + ("wait-period-end",))]
+            d.prompt("wait-position"), d.spoken(speech.number(position))]
         if estimate is None:
             said.append(d.prompt("wait-no-estimate"))
         elif estimate < 60:
@@ -195,4 +195,4 @@ class WaitingDialog:
         hour = ("at-hour",) + speech.number(local.hour)
         if local.minute:
             hour += speech.number(local.minute)
-        return [d.spoken(day + hour + ("wait-period-end",))]
+        return [d.spoken(day + hour)]

@@ -10,7 +10,8 @@ timeout) and leaves its decision in channel variables:
                        and store keep it as the join time)
     IVR_QUEUE_PRIO     the caller's queue priority, from that first join (order.py)
 
-Arguments (agi_arg_1..6): phase (enter, again, timeout), position, agents logged in,
+Arguments (agi_arg_1..6): phase (enter, again, timeout), Asterisk's position (used only
+when the store cannot say, see ``_position``), agents logged in,
 agents paused (empty: the route counts them, QUEUE_MEMBER has no count of paused
 members), IVR_QUEUE_JOINED, IVR_CALL_ID.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ..agi.channel import AgiCall
@@ -39,6 +40,9 @@ _CALL_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _LIMIT = 100_000
 _INTERFACE = re.compile(r"[A-Za-z0-9/@._-]{1,100}")
 MAX_MEMBERS = 200
+# Callers who first joined longer ago than this are no longer counted ahead of anyone (a
+# row left open by a crash must not push everyone back for ever); above IVR_QUEUE_TIMEOUT.
+QUEUE_WINDOW_SECONDS = 2 * 3600
 
 
 def _count(value: str | None) -> int:
@@ -96,6 +100,7 @@ class WaitRoute:
             return
         if ctx.logged_in and not headers.get("agi_arg_4"):
             ctx.paused = await self._paused(session)
+        ctx.position = await self._position(ctx, now)
         dialog = Dialog(call, self.catalog, menu_timeout=self.settings.menu_timeout,
                         first_digit_timeout=self.settings.first_digit_timeout,
                         inter_digit_timeout=self.settings.inter_digit_timeout)
@@ -111,13 +116,29 @@ class WaitRoute:
         except Exception:
             log.exception("queue-wait %s failed; the caller goes back to the queue",
                           ctx.call_id)
-        if result.action == "callback":
+        if result.action == "callback" and not result.closed:   # closed: never queued
             await self._history(ctx.call_id, "callback")
         log.info("queue-wait %s: %s position=%d agents=%d/%d estimate=%s -> %s%s", ctx.call_id,
                  ctx.phase, ctx.position, ctx.agents_taking_calls, ctx.logged_in,
                  "none" if result.estimate_s is None else round(result.estimate_s),
                  result.action, " (closed)" if result.closed else "")
         await self._leave(call, result, ctx)
+
+    async def _position(self, ctx: WaitContext, now: datetime) -> int:
+        """The caller's place: those who first joined earlier and still wait, callbacks
+        included, from the store. Not Asterisk's position: a caller ahead who is hearing
+        an announcement is out of Asterisk's queue for those seconds, yet ahead (their
+        priority puts them back there). Asterisk's (the dialplan's argument) only when
+        the store cannot say."""
+        joined = datetime.fromtimestamp(ctx.joined_at, timezone.utc)
+        since = joined - timedelta(seconds=QUEUE_WINDOW_SECONDS)
+        try:
+            return 1 + await self.store.queue_ahead(joined.isoformat(), now.isoformat(),
+                                                    since.isoformat())
+        except Exception as exc:
+            log.warning("queue-wait %s: place from Asterisk (store: %s)", ctx.call_id,
+                        type(exc).__name__)
+            return ctx.position
 
     async def _paused(self, session: AgiSession) -> int:
         """Members of the queue who are paused (the desk's breaks and wrap-ups)."""
