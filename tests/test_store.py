@@ -354,3 +354,7 @@ async def test_the_place_in_line_counts_waiting_callers_and_callbacks_that_joine
     await asyncio.sleep(0.01)
     await store.callback_set("cb1", "scheduled", due_at=ago(seconds=1))   # to be retried
     assert await store.queue_ahead(me, ago(seconds=0), since) == 2
+    # A caller still finishing the callback dialog is counted once, as the callback.
+    await store.queue_joined("c3", ago(minutes=8, seconds=30))
+    await store.callback_create(callback("cb3", "c3", joined_at=ago(minutes=8, seconds=30)))
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 3

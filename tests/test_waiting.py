@@ -227,3 +227,12 @@ async def test_a_store_that_is_down_still_gives_a_figure():
                             WaitSettings(handle_s=60), lambda: NOW)
     result = await waiting.run(ctx(position=2, logged=1))
     assert result.estimate_s == 120
+
+
+async def test_a_caller_an_agent_is_free_for_hears_nothing_on_entry():
+    free = WaitContext("enter", 1, 1, 0, NOW.timestamp(), "call-1", "081234567890", free=1)
+    result, dialog, _ = await wait_dialog("", free)
+    assert result.action == "stay" and dialog.transcript == []
+    behind = WaitContext("enter", 2, 1, 0, NOW.timestamp(), "call-1", "081234567890", free=1)
+    _, dialog, _ = await wait_dialog("", behind)
+    assert dialog.transcript[0] == CATALOG.text("wait-position")

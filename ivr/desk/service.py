@@ -29,6 +29,8 @@ NOTE_LIMIT = 1000
 STREAM_DEPTH = 256                  # events queued for one page before old ones are dropped
 QUEUE_PUSH_SECONDS = 0.25           # queue board updates are coalesced to this rate
 LEAVE_SETTLE_SECONDS = 3.0          # a caller who left without an agent: timeout, not answered
+# HOTLINE_ROUTE of a caller in the dialplan's waiting loop (extensions.conf hotline-route)
+WAITING_ROUTES = ("queue", "error", "fallback")
 CONFIRM_SECONDS = 2.0               # how long a presence change waits to be seen in Asterisk
 
 
@@ -175,6 +177,18 @@ class Desk:
             self._on_change(change)
         if event.get("Queue") == self.queue_name:
             self._record_queue_history(name, event)
+        elif name == "UserEvent" and event.get("UserEvent") == "IvrHangup":
+            self._hung_up_waiting(event)
+
+    def _hung_up_waiting(self, event: dict) -> None:
+        """A caller of the waiting loop hung up (the dialplan's IvrHangup report, Route
+        still one that waits): abandoned, unless an agent answered. The loop's Queue() rounds end
+        with QueueCallerAbandon at every announcement, so those events cannot say it."""
+        call_id = event.get("CallId", "")
+        if event.get("Route") not in WAITING_ROUTES or not call_id or call_id in self._answered:
+            return
+        self._left.add(call_id)
+        self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
 
     def _on_change(self, change: Change) -> None:
         agent, call_id = change.agent, change.call_id
@@ -217,7 +231,7 @@ class Desk:
             at = _iso(entry.joined_at) if looping and entry is not None else now_iso()
             kind = entry.kind if entry is not None else "caller"
             self._spawn(self.store.queue_joined(call_id, at, kind), "queue history")
-        elif name == "QueueCallerAbandon":
+        elif name == "QueueCallerAbandon" and not looping:
             self._left.add(call_id)
             self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
         elif name == "QueueCallerLeave" and not looping:

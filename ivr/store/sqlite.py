@@ -96,7 +96,9 @@ ON CONFLICT (call_id) DO UPDATE SET
 # (due, and not answered since they were last placed), ahead of a first join.
 _AHEAD = """
 SELECT (SELECT count(*) FROM queue_calls
-        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2)
+        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2
+          AND call_id NOT IN (SELECT call_id FROM callbacks
+                              WHERE status IN ('scheduled', 'queued')))
      + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
         WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
           AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))

@@ -42,6 +42,7 @@ class WaitContext:
     joined_at: float         # epoch seconds of the first join (0: now)
     call_id: str = ""
     caller: str = ""
+    free: int = 0            # agents free now (QUEUE_MEMBER free)
 
     @property
     def agents_taking_calls(self) -> int:
@@ -80,6 +81,8 @@ class WaitingDialog:
             result.closed = True
             await self._closed(ctx, result)
             return result
+        if ctx.phase == "enter" and ctx.free > 0 and ctx.position <= 1:
+            return result       # an agent is free for this caller: no word, no delay
         stats = await self._stats()
         result.estimate_s = expected_wait(ctx.position, ctx.agents_taking_calls, stats,
                                           self.settings.handle_s)

@@ -1,8 +1,8 @@
 """The ``queue-wait`` FastAGI route: the dialplan's waiting loop (extensions.conf,
 [hotline-route] ``queue``) calls it on entry, at every announcement interval and when the
 caller's time in line is up. It speaks, runs the callback dialog, keeps the queue history
-it alone knows (a hang-up between two rounds in the queue, a callback, the loop's
-timeout) and leaves its decision in channel variables:
+it alone knows (a callback, the loop's timeout; a hang-up is the desk's, from the
+dialplan's IvrHangup report) and leaves its decision in channel variables:
 
     IVR_WAIT_ACTION    stay | callback | hangup
     IVR_CALLBACK_ID    the callback made (empty otherwise)
@@ -10,10 +10,11 @@ timeout) and leaves its decision in channel variables:
                        and store keep it as the join time)
     IVR_QUEUE_PRIO     the caller's queue priority, from that first join (order.py)
 
-Arguments (agi_arg_1..6): phase (enter, again, timeout), Asterisk's position (used only
+Arguments (agi_arg_1..7): phase (enter, again, timeout), Asterisk's position (used only
 when the store cannot say, see ``_position``), agents logged in,
 agents paused (empty: the route counts them, QUEUE_MEMBER has no count of paused
-members), IVR_QUEUE_JOINED, IVR_CALL_ID.
+members), IVR_QUEUE_JOINED, IVR_CALL_ID, agents free (on entry, a caller an agent is
+free for hears nothing and goes straight to the queue).
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def context(headers: dict[str, str], now: float) -> WaitContext | None:
     return WaitContext(phase=phase, position=max(1, _count(headers.get("agi_arg_2"))),
                        logged_in=_count(headers.get("agi_arg_3")),
                        paused=_count(headers.get("agi_arg_4")), joined_at=min(joined, now),
-                       call_id=call_id, caller=headers.get("agi_callerid", ""))
+                       call_id=call_id, caller=headers.get("agi_callerid", ""),
+                       free=_count(headers.get("agi_arg_7")))
 
 
 class WaitRoute:
@@ -108,8 +110,7 @@ class WaitRoute:
         result = WaitResult()
         try:
             result = await waiting.run(ctx)
-        except (CallerHungUp, SessionClosed):
-            await self._history(ctx.call_id, "abandoned")
+        except (CallerHungUp, SessionClosed):     # the desk records it (IvrHangup)
             log.info("queue-wait %s: caller %s hung up (%s)", ctx.call_id,
                      mask_caller(ctx.caller), ctx.phase)
             return
@@ -133,8 +134,11 @@ class WaitRoute:
         joined = datetime.fromtimestamp(ctx.joined_at, timezone.utc)
         since = joined - timedelta(seconds=QUEUE_WINDOW_SECONDS)
         try:
-            return 1 + await self.store.queue_ahead(joined.isoformat(), now.isoformat(),
-                                                    since.isoformat())
+            ahead = await self.store.queue_ahead(joined.isoformat(), now.isoformat(),
+                                                 since.isoformat())
+            log.debug("queue-wait %s: %d ahead of a join at %s", ctx.call_id, ahead,
+                      joined.isoformat())
+            return 1 + ahead
         except Exception as exc:
             log.warning("queue-wait %s: place from Asterisk (store: %s)", ctx.call_id,
                         type(exc).__name__)
@@ -166,7 +170,7 @@ class WaitRoute:
     async def _leave(self, call: AgiCall, result: WaitResult, ctx: WaitContext | None) -> None:
         values = {"IVR_WAIT_ACTION": result.action, "IVR_CALLBACK_ID": result.callback_id}
         if ctx is not None:
-            values["__IVR_QUEUE_JOINED"] = f"{ctx.joined_at:.1f}"
+            values["__IVR_QUEUE_JOINED"] = f"{ctx.joined_at:.3f}"
             values["IVR_QUEUE_PRIO"] = str(queue_priority(ctx.joined_at))
         try:
             for name, value in values.items():

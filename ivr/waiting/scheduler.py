@@ -103,7 +103,7 @@ class CallbackScheduler:
             "IVR_VERIFIED": "1" if verified else "0",
             "IVR_MEMBER_STATUS": (record.get("member_status") or "") if verified else "",
             "IVR_CARD": (record.get("card") or "") if verified else "",
-            "IVR_QUEUE_JOINED": f"{joined:.1f}",
+            "IVR_QUEUE_JOINED": f"{joined:.3f}",
             "IVR_QUEUE_PRIO": str(queue_priority(joined)),
             "IVR_CALLBACK_ID": callback["id"],
             "IVR_CALLBACK_NUMBER": callback["number"],
