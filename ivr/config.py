@@ -113,6 +113,9 @@ class Settings:
     # Waiting for an agent (issue 13): announcements of position and expected wait, the
     # callback that keeps the caller's place, and staffed hours (ivr/waiting/).
     wait_announce_seconds: int = field(default=30, metadata={"env": "IVR_WAIT_ANNOUNCE_SECONDS"})
+    # Callers this near the head of the line stay in the queue after an announcement (the
+    # loop leaves Asterisk's queue to speak: a later caller could take their agent then).
+    wait_stay_at: int = field(default=3, metadata={"env": "IVR_WAIT_STAY_AT"})
     callback_offer_after: float = field(default=60.0, metadata={"env": "IVR_CALLBACK_OFFER_AFTER"})
     callback_offer_over: float = field(default=180.0, metadata={"env": "IVR_CALLBACK_OFFER_OVER"})
     # The expected wait before any call was answered lately: the handle time assumed.

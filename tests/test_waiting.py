@@ -147,7 +147,7 @@ async def test_position_and_estimate_in_indonesian():
     text = " ".join(dialog.transcript)
     assert "Bapak/Ibu berada di antrean ke tiga Perkiraan" in text
     assert "Perkiraan waktu tunggu sekitar dua menit." in text        # 3 * 80 / 2 = 120 s
-    assert result.action == "stay" and "Tekan 1" not in text           # no offer yet
+    assert result.action == "hold" and "Tekan 1" not in text   # no offer yet; near the head
 
 
 async def test_next_in_line_and_no_figure_without_agents():
@@ -170,7 +170,7 @@ async def test_callback_with_the_caller_id_read_back_and_confirmed():
 
 
 async def test_the_offer_comes_at_once_when_the_wait_is_long():
-    result, dialog, _ = await wait_dialog("", ctx(position=2, logged=1))    # 480 s
+    result, dialog, _ = await wait_dialog("", ctx(position=5, logged=1))    # 1200 s
     assert CATALOG.text("callback-offer") in dialog.transcript and result.action == "stay"
 
 
@@ -185,15 +185,16 @@ async def test_another_number_keyed_in_after_2():
     "1 1234 +62 #",                         # odd keys
 ])
 async def test_invalid_numbers_or_silence_go_back_to_the_queue(keys):
-    result, dialog, callbacks = await wait_dialog(keys, ctx(waited=70, caller="unknown"))
+    result, dialog, callbacks = await wait_dialog(keys, ctx(position=4, waited=70,
+                                                            caller="unknown"))
     assert result.action == "stay" and callbacks.created == []
     assert dialog.transcript[-1] == CATALOG.text("callback-back-to-queue")
 
 
 async def test_silence_at_the_offer_and_at_the_confirmation_creates_nothing():
     result, _, callbacks = await wait_dialog("_", ctx(waited=70))
-    assert result.action == "stay" and callbacks.created == []
-    result, _, callbacks = await wait_dialog("1 _ _", ctx(waited=70))
+    assert result.action == "hold" and callbacks.created == []      # position 2: holds
+    result, _, callbacks = await wait_dialog("1 _ _", ctx(position=4, waited=70))
     assert result.action == "stay" and callbacks.created == []
 
 
@@ -232,7 +233,7 @@ async def test_a_store_that_is_down_still_gives_a_figure():
 async def test_a_caller_an_agent_is_free_for_hears_nothing_on_entry():
     free = WaitContext("enter", 1, 1, 0, NOW.timestamp(), "call-1", "081234567890", free=1)
     result, dialog, _ = await wait_dialog("", free)
-    assert result.action == "stay" and dialog.transcript == []
+    assert result.action == "stay" and dialog.transcript == []    # announced if not answered
     behind = WaitContext("enter", 2, 1, 0, NOW.timestamp(), "call-1", "081234567890", free=1)
     _, dialog, _ = await wait_dialog("", behind)
     assert dialog.transcript[0] == CATALOG.text("wait-position")

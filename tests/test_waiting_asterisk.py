@@ -75,7 +75,7 @@ def settings(membership_url, sounds, tmp_path_factory) -> Settings:  # noqa: F81
         {}, agi_host="127.0.0.1", agi_port=AGI_PORT, membership_url=membership_url,
         call_records=str(EVIDENCE / "calls-waiting.jsonl"), state_db=str(tmp / "state.sqlite3"),
         store_db=str(tmp / "store.sqlite3"), sounds_dir=str(sounds), lockout_salt="test-salt",
-        desk_host="127.0.0.1", desk_port=0, callback_offer_after=0.0,
+        desk_host="127.0.0.1", desk_port=0, callback_offer_after=0.0, wait_stay_at=1,
         callback_attempts=2, callback_retry_seconds=2.0)
 
 
@@ -207,9 +207,9 @@ async def test_three_callers_hear_their_places_and_the_callback_keeps_the_second
     entry = next(e for e in board if e["kind"] == "callback")
     assert entry["waiting_s"] >= 5               # since the caller first joined, not now
 
-    # The agent becomes free just after the first caller went back into the line.
-    rounds = first.in_line()
-    await until(lambda: first.in_line() > rounds, "the first caller's next round", 60)
+    # The agent becomes free. The first caller, at the head, stayed in the queue after
+    # the announcement (IVR_WAIT_STAY_AT=1): it is never out of it when an agent is free.
+    assert first.in_line() == 1 and first.announcements() == 1
     busy.hang_up()
     wrapping = asyncio.create_task(wrap_up_when_asked(agent, desk, third.task.done))
     await until(lambda: len(connected(agent)) >= 4, "four calls connected to agent1", 150)

@@ -51,7 +51,8 @@ class WaitContext:
 
 @dataclass
 class WaitResult:
-    action: str = "stay"          # "stay" (back to the queue), "callback", "hangup"
+    action: str = "stay"          # "stay" (back to the queue, announced again), "hold"
+                                  # (back to the queue for good), "callback", "hangup"
     callback_id: str = ""
     closed: bool = False
     estimate_s: float | None = None
@@ -64,6 +65,7 @@ class WaitSettings:
     offer_over: float = 180.0
     handle_s: float = 240.0
     history_minutes: float = 60.0
+    stay_at: int = 3
 
 
 class WaitingDialog:
@@ -96,6 +98,8 @@ class WaitingDialog:
             if key == "1":
                 self.dialog.menu_keys.append(key)
                 await self._callback(ctx, result, due=None)
+        if result.action == "stay" and ctx.position <= self.settings.stay_at:
+            result.action = "hold"     # near the head: never out of the queue again
         return result
 
     async def _stats(self) -> QueueStats:

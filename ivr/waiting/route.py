@@ -4,7 +4,7 @@ caller's time in line is up. It speaks, runs the callback dialog, keeps the queu
 it alone knows (a callback, the loop's timeout; a hang-up is the desk's, from the
 dialplan's IvrHangup report) and leaves its decision in channel variables:
 
-    IVR_WAIT_ACTION    stay | callback | hangup
+    IVR_WAIT_ACTION    stay | hold (no more announcements) | callback | hangup
     IVR_CALLBACK_ID    the callback made (empty otherwise)
     __IVR_QUEUE_JOINED epoch seconds of the first join (set on entry; the desk's board
                        and store keep it as the join time)
@@ -85,7 +85,8 @@ class WaitRoute:
         self.wait_settings = WaitSettings(offer_after=settings.callback_offer_after,
                                           offer_over=settings.callback_offer_over,
                                           handle_s=settings.wait_handle_seconds,
-                                          history_minutes=settings.wait_history_minutes)
+                                          history_minutes=settings.wait_history_minutes,
+                                          stay_at=settings.wait_stay_at)
 
     async def handle(self, session: AgiSession) -> None:
         headers = session.headers
