@@ -27,7 +27,7 @@ OFFER_S = 8.0             # the offer (5 s) and the wait for a key (3 s), after 
 OFFER_AFTER = 60.0
 CALLBACK_SHARE = 0.25     # of the callers offered, who take the callback (once)
 HISTORY_S = 3600.0
-STAY_AT = 1               # a caller this near the head stays in the queue (no more rounds)
+STAY_AT = 3               # a caller this near the head stays in the queue (no more rounds)
 
 
 @dataclass(order=True)

@@ -237,3 +237,11 @@ async def test_a_caller_an_agent_is_free_for_hears_nothing_on_entry():
     behind = WaitContext("enter", 2, 1, 0, NOW.timestamp(), "call-1", "081234567890", free=1)
     _, dialog, _ = await wait_dialog("", behind)
     assert dialog.transcript[0] == CATALOG.text("wait-position")
+
+
+def test_a_simulated_day_keeps_callbacks_in_place_and_the_head_in_the_queue():
+    from bench.waiting import simulate
+    kept = simulate(stay_at=3)
+    assert kept["answered"] == kept["callers"] > 1000
+    assert kept["callbacks_overtaken"] == 0 and kept["callers_overtaken"] == 0
+    assert simulate(stay_at=0)["callers_overtaken"] > 0     # what staying at the head avoids
