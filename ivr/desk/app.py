@@ -53,7 +53,6 @@ async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
                    events="agent,user")
     scheduler = CallbackScheduler.from_settings(store, link, settings)
     desk.attach(link)
-    desk.callbacks = scheduler
     await desk.start()
     await scheduler.start()
     try:
