@@ -245,3 +245,13 @@ def test_a_simulated_day_keeps_callbacks_in_place_and_the_head_in_the_queue():
     assert kept["answered"] == kept["callers"] > 1000
     assert kept["callbacks_overtaken"] == 0 and kept["callers_overtaken"] == 0
     assert simulate(stay_at=0)["callers_overtaken"] > 0     # what staying at the head avoids
+
+
+def test_the_waiting_prompts_are_the_catalogs_waiting_section():
+    import tomllib
+    from importlib import resources
+
+    from ivr.waiting.dialog import PROMPTS
+    section = tomllib.loads(resources.files("prompts").joinpath("catalog.toml").read_text())
+    assert set(section["waiting"]["prompts"]) == PROMPTS
+    assert set(section["waiting"]["fragments"]) <= set(CATALOG.fragments)

@@ -22,6 +22,12 @@ from .numbers import callback_number
 
 log = logging.getLogger(__name__)
 
+# The catalog's prompts this dialog plays ([waiting.prompts] in prompts/catalog.toml).
+PROMPTS = frozenset({
+    "wait-position", "wait-next", "wait-estimate", "wait-no-estimate", "wait-under-minute",
+    "callback-offer", "callback-readback", "callback-confirm", "callback-enter-number",
+    "callback-number-invalid", "callback-confirmed", "callback-back-to-queue",
+    "callback-goodbye", "closed-now", "closed-callback-offer", "callback-next-period"})
 NUMBER_TRIES = 3
 OFFER_WAIT_SECONDS = 3.0      # after the offer: short, the caller is out of the queue
 MAX_NUMBER_DIGITS = 16
