@@ -154,6 +154,7 @@ class Sandbox:
                  sip_callers: str | None = None,
                  rtp_ports: str | None = None,
                  verbose: int | None = None,
+                 carrier_address: str | None = None,
                  mirror: str | None = None,
                  env: dict[str, str] | None = None):
         """Arguments left out are read from ``env`` (default ``os.environ``). ``name``
@@ -187,6 +188,13 @@ class Sandbox:
         # the sandbox, any address in a container (Docker's NAT hides the caller's).
         self.sip_callers = sip_callers or env.get("IVR_SIP_CALLERS") or "127.0.0.1"
         self.rtp_ports = rtp_ports or env.get("IVR_RTP_PORTS") or "10000-20000"
+        # Waiting for an agent: the announcement interval, and the outbound trunk callbacks
+        # are dialled through, towards a simulated carrier on this machine (host:port).
+        self.wait_announce = env.get("IVR_WAIT_ANNOUNCE_SECONDS") or "30"
+        self.callback_trunk = env.get("IVR_CALLBACK_TRUNK") or "carrier"
+        self.callback_ring = env.get("IVR_CALLBACK_RING_SECONDS") or "30"
+        self.carrier_address = (carrier_address or env.get("IVR_CARRIER_ADDRESS")
+                                or "127.0.0.1:5070")
         self.mirror = mirror or env.get("IVR_DEBIAN_MIRROR") or None
         self._process: subprocess.Popen | None = None
 
@@ -376,6 +384,10 @@ class Sandbox:
             "IVR_AMI_SECRET": self.ami_secret,
             "IVR_DESK_AMI_SECRET": self.desk_ami_secret,
             "IVR_AGENT_PASSWORD": self.agent_password,
+            "IVR_WAIT_ANNOUNCE": self.wait_announce,
+            "IVR_CALLBACK_TRUNK": self.callback_trunk,
+            "IVR_CALLBACK_RING": self.callback_ring,
+            "IVR_CARRIER_ADDRESS": self.carrier_address,
         }
 
     def render(self, text: str, values: dict[str, str], name: str = "") -> str:

@@ -33,6 +33,7 @@ from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
 from .store import open_store
 from .store.forwarder import RecordForwarder
+from .waiting.route import ROUTE as WAIT_ROUTE, WaitRoute
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class HotlineApp:
                  records: RecordWriter, catalog: Catalog | None = None,
                  durations: dict[str, int] | None = None,
                  metrics: Metrics | None = None,
-                 service: ServiceModes | None = None) -> None:
+                 service: ServiceModes | None = None, store=None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.service = service
@@ -67,6 +68,8 @@ class HotlineApp:
         self.flow_settings = FlowSettings(lookup_timeout=settings.lookup_timeout,
                                           hold_prompt_after=settings.hold_prompt_after,
                                           announcement=settings.announcement)
+        # The waiting loop's words and callbacks (ivr/waiting): the store keeps callbacks.
+        self.waiting = WaitRoute(settings, self.catalog, store)
         if settings.announcement and settings.announcement not in self.catalog:
             raise ValueError(f"IVR_ANNOUNCEMENT={settings.announcement!r} is not a prompt id")
 
@@ -209,7 +212,7 @@ async def running_services(settings: Settings) -> AsyncIterator[HotlineApp]:
             runner = await serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
             stack.push_async_callback(runner.cleanup)
         app = HotlineApp(settings, membership, lockout, records,
-                         durations=prompt_durations(settings), metrics=metrics)
+                         durations=prompt_durations(settings), metrics=metrics, store=store)
         app.service = ServiceModes(store, ServiceState(settings.announcement),
                                    known_prompts=app.catalog)
         yield app
@@ -263,7 +266,8 @@ async def running_server(settings: Settings, *, reuse_port: bool = False
     async with running_services(settings) as app:
         settle_garbage_collector()
         collector = asyncio.get_running_loop().create_task(young_collections())
-        server = AgiServer({ROUTE: app.handle}, header_timeout=settings.header_timeout,
+        server = AgiServer({ROUTE: app.handle, WAIT_ROUTE: app.waiting.handle},
+                           header_timeout=settings.header_timeout,
                            header_max_bytes=settings.header_max_bytes,
                            reply_timeout=settings.reply_timeout,
                            max_call_seconds=settings.max_call_seconds, allow=allow,

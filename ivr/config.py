@@ -138,6 +138,29 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"env": "IVR_METRICS_HOST"})
     metrics_port: int = field(default=0, metadata={"env": "IVR_METRICS_PORT"})
 
+    # Waiting for an agent (issue 13): announcements of position and expected wait, the
+    # callback that keeps the caller's place, and staffed hours (ivr/waiting/).
+    wait_announce_seconds: int = field(default=30, metadata={"env": "IVR_WAIT_ANNOUNCE_SECONDS"})
+    # Callers this near the head of the line stay in the queue after an announcement (the
+    # loop leaves Asterisk's queue to speak: a later caller could take their agent then).
+    wait_stay_at: int = field(default=3, metadata={"env": "IVR_WAIT_STAY_AT"})
+    callback_offer_after: float = field(default=60.0, metadata={"env": "IVR_CALLBACK_OFFER_AFTER"})
+    callback_offer_over: float = field(default=180.0, metadata={"env": "IVR_CALLBACK_OFFER_OVER"})
+    # The expected wait before any call was answered lately: the handle time assumed.
+    wait_handle_seconds: float = field(default=240.0, metadata={"env": "IVR_WAIT_HANDLE_SECONDS"})
+    wait_history_minutes: float = field(default=60.0, metadata={"env": "IVR_WAIT_HISTORY_MINUTES"})
+    callback_trunk: str = field(default="carrier", metadata={"env": "IVR_CALLBACK_TRUNK"})
+    callback_attempts: int = field(default=3, metadata={"env": "IVR_CALLBACK_ATTEMPTS"})
+    callback_retry_seconds: float = field(default=300.0, metadata={"env": "IVR_CALLBACK_RETRY_SECONDS"})
+    callback_ring_seconds: int = field(default=30, metadata={"env": "IVR_CALLBACK_RING_SECONDS"})
+    # Empty: always staffed. Else e.g. "mon-fri 08:00-20:00; sat 08:00-14:00" (local time);
+    # then Indonesian public holidays (and cuti bersama) are closed, and the extra dates
+    # (YYYY-MM-DD, comma separated) are closed or open whatever the calendar says.
+    staffed_hours: str = field(default="", metadata={"env": "IVR_STAFFED_HOURS"})
+    staffed_timezone: str = field(default="Asia/Jakarta", metadata={"env": "IVR_STAFFED_TIMEZONE"})
+    staffed_closed_dates: str = field(default="", metadata={"env": "IVR_STAFFED_CLOSED_DATES"})
+    staffed_open_dates: str = field(default="", metadata={"env": "IVR_STAFFED_OPEN_DATES"})
+
     log_level: str = field(default="INFO", metadata={"env": "IVR_LOG_LEVEL"})
 
     @classmethod

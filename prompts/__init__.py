@@ -46,7 +46,15 @@ class Catalog:
 
 def parse_catalog(toml_text: str) -> Catalog:
     data = tomllib.loads(toml_text)
-    prompts, fragments = data.get("prompts", {}), data.get("fragments", {})
+    prompts, fragments = dict(data.get("prompts", {})), dict(data.get("fragments", {}))
+    # Later sections ([<name>.prompts], [<name>.fragments]) add theirs to the two sets.
+    for name, section in data.items():
+        if name not in ("prompts", "fragments") and isinstance(section, dict):
+            for kind, into in (("prompts", prompts), ("fragments", fragments)):
+                for key, text in section.get(kind, {}).items():
+                    if key in into:
+                        raise ValueError(f"id defined twice: {key}")
+                    into[key] = text
     clash = set(prompts) & set(fragments)
     if clash:
         raise ValueError(f"ids both prompt and fragment: {sorted(clash)}")

@@ -128,7 +128,8 @@ async def test_queue_events_as_asterisk_sends_them(sandbox, link):
         (first, "1", "1", "agents"), (second, "2", "2", "agents")]
     assert joins[0]["ChanVariables"] == {
         "IVR_CALL_ID": "ami-call-1", "IVR_TRANSFER_REASON": "caller_request",
-        "IVR_VERIFIED": "1", "IVR_MEMBER_STATUS": "AKTIF", "IVR_CARD": "0001234567890"}
+        "IVR_VERIFIED": "1", "IVR_MEMBER_STATUS": "AKTIF", "IVR_CARD": "0001234567890",
+        "IVR_QUEUE_JOINED": "", "IVR_CALLBACK_ID": ""}     # no queue-wait route here
     assert joins[1]["ChanVariables"]["IVR_CARD"] == ""
 
     # --- the snapshot a resync starts from

@@ -476,8 +476,9 @@ def test_every_prompt_the_flow_names_is_in_the_catalog():
 
 def test_every_catalog_prompt_has_a_use():
     from ivr.names import ANNOUNCEMENT_PREFIX, DIALPLAN_PROMPTS
+    from ivr.waiting.dialog import PROMPTS as WAITING_PROMPTS
     unused = {i for i in CATALOG.prompts
-              if i not in {p.value for p in P} | DIALPLAN_PROMPTS
+              if i not in {p.value for p in P} | DIALPLAN_PROMPTS | WAITING_PROMPTS
               and not i.startswith(ANNOUNCEMENT_PREFIX)}
     assert unused == set()
 

@@ -39,7 +39,8 @@ def test_rendered_config_uses_the_instance_secrets(tmp_path):
     values = {"IVR_AMI_SECRET": sandbox.ami_secret, "IVR_DESK_AMI_SECRET": sandbox.desk_ami_secret,
               "IVR_AGENT_PASSWORD": sandbox.agent_password}
     pjsip = sandbox.render((SOURCE_DIR / "pjsip.conf").read_text(), {
-        **values, "IVR_SIP_ADDRESS": "127.0.0.1:5060", "IVR_SIP_CALLERS": "127.0.0.1"})
+        **values, "IVR_SIP_ADDRESS": "127.0.0.1:5060", "IVR_SIP_CALLERS": "127.0.0.1",
+        "IVR_CARRIER_ADDRESS": "127.0.0.1:5070"})
     manager = sandbox.render((SOURCE_DIR / "manager.conf").read_text(),
                              {**values, "IVR_AMI_PORT": "5038", "IVR_AMI_BIND": sandbox.ami_bind,
                               "IVR_DESK_AMI_PERMIT": sandbox.desk_ami_permit})

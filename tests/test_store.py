@@ -290,3 +290,89 @@ async def test_service_settings_are_kept_with_who_and_when_and_audited(store):
         ("ops-budi", "mode=agents_only"), ("ops-budi", "announcement=")]
     with pytest.raises(ValueError):
         await store.set_service_setting("mode", "x", "bad\nname")
+
+
+# -- callbacks (waiting for an agent, issue 13)
+
+def callback(cid: str, call_id: str = "c1", **fields) -> dict:
+    body = {"id": cid, "call_id": call_id, "number": "081234567890",
+            "number_masked": "0812*****890", "joined_at": ago(minutes=10),
+            "due_at": ago(seconds=1), "status": "scheduled"}
+    body.update(fields)
+    return body
+
+
+async def test_callbacks_keep_their_attempts_and_come_due_in_join_order(store):
+    await store.callback_create(callback("late", "c2", joined_at=ago(minutes=5)))
+    await store.callback_create(callback("early", "c1", joined_at=ago(minutes=9)))
+    await store.callback_create(callback("future", "c3", due_at=ago(minutes=-30)))
+    due = await store.callbacks_due(ago(seconds=0))
+    assert [c["id"] for c in due] == ["early", "late"]
+    assert due[0]["number"] == "081234567890" and due[0]["number_masked"] == "0812*****890"
+    await store.callback_set("early", "queued")
+    assert [c["id"] for c in await store.callbacks_due(ago(seconds=0))] == ["late"]
+    assert await store.callback_attempt("early", "busy", ago(seconds=3)) == 1
+    assert await store.callback_attempt("early", "answer", ago(seconds=1)) == 2
+    await store.callback_set("early", "completed")
+    got = await store.get_callback("early")
+    assert got["status"] == "completed"
+    assert [(a["n"], a["result"]) for a in got["attempts"]] == [(1, "busy"), (2, "answer")]
+    await store.callback_set("late", "scheduled", due_at=ago(minutes=-5))
+    assert await store.callbacks_due(ago(seconds=0)) == []
+    assert [c["id"] for c in await store.callbacks("c2")] == ["late"]
+    assert await store.get_callback("nope") is None
+
+
+async def test_a_callback_needs_a_real_number_and_status(store):
+    for bad in ({"number": "0812x4567890"}, {"number": "123"}, {"status": "done"},
+                {"number": "٠٨١٢٣٤٥٦٧٨٩٠"}, {"joined_at": "yesterday"}):
+        with pytest.raises(ValueError):
+            await store.callback_create(callback("x", **bad))
+    with pytest.raises(ValueError):
+        await store.callback_set("x", "whatever")
+    assert await store.callbacks() == []
+
+
+async def test_queue_stats_are_the_answered_calls_since_then(store):
+    assert (await store.queue_stats(ago(hours=1)))["answered"] == 0
+    for n, (wait, talk) in enumerate([(30, 120), (90, 240), (60, 180)]):
+        cid = f"q{n}"
+        await store.queue_joined(cid, ago(seconds=1000 + wait))
+        await store.queue_answered(cid, "agent1", ago(seconds=1000))
+        await store.queue_left(cid, "answered", ago(seconds=1000 - talk))
+    await store.queue_joined("old", ago(hours=3))
+    await store.queue_answered("old", "agent1", ago(hours=2, minutes=59))
+    await store.queue_left("old", "answered", ago(hours=2))
+    stats = await store.queue_stats(ago(hours=1))
+    assert stats["answered"] == 3
+    assert stats["mean_talk_s"] == pytest.approx(180, abs=0.5)
+    assert stats["mean_wait_s"] == pytest.approx(60, abs=0.5)
+
+
+async def test_the_place_in_line_counts_waiting_callers_and_callbacks_that_joined_earlier(store):
+    me, since, now_ = ago(minutes=5), ago(hours=2), ago(seconds=0)
+    assert await store.queue_ahead(me, now_, since) == 0
+    await store.queue_joined("w1", ago(minutes=8))                 # waiting: ahead
+    await store.queue_joined("w2", ago(minutes=7))                 # answered: not waiting
+    await store.queue_answered("w2", "agent1", ago(minutes=1))
+    await store.queue_joined("w3", ago(minutes=6))                 # gone
+    await store.queue_left("w3", "abandoned", ago(minutes=2))
+    await store.queue_joined("w4", ago(minutes=4))                 # joined after me
+    await store.queue_joined("w5", ago(hours=3))                   # stale: before the window
+    await store.queue_joined("c1", ago(minutes=9))                 # took a callback
+    await store.queue_left("c1", "callback", ago(minutes=3))
+    await store.callback_create(callback("cb1", "c1", joined_at=ago(minutes=9)))
+    await store.callback_create(callback("cb2", "c2", joined_at=ago(minutes=9),
+                                         due_at=ago(minutes=-60)))  # tomorrow: not in line
+    assert await store.queue_ahead(me, now_, since) == 2            # w1 and cb1
+    await store.callback_set("cb1", "queued")
+    await asyncio.sleep(0.01)
+    await store.queue_answered("c1", "agent1", ago(seconds=0))      # its agent answered
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 1
+    await asyncio.sleep(0.01)
+    await store.callback_set("cb1", "scheduled", due_at=ago(seconds=1))   # to be retried
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 2
+    # A caller still finishing the callback dialog is counted once, as the callback.
+    await store.queue_joined("c3", ago(minutes=8, seconds=30))
+    await store.callback_create(callback("cb3", "c3", joined_at=ago(minutes=8, seconds=30)))
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 3

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # The channel variables the IVR leaves for the desk (manager.conf "channelvars").
 IVR_VARIABLES = ("IVR_CALL_ID", "IVR_TRANSFER_REASON", "IVR_VERIFIED", "IVR_MEMBER_STATUS",
-                 "IVR_CARD")
+                 "IVR_CARD", "IVR_QUEUE_JOINED", "IVR_CALLBACK_ID")
 BANNER = b"Asterisk Call Manager/"
 # A real event is at most a few KB (a channel snapshot and its variables); anything larger
 # is dropped whole, so a hostile or broken peer cannot make the buffer grow without bound.

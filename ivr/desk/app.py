@@ -14,6 +14,7 @@ from typing import AsyncIterator, Callable
 from ..config import Settings
 from ..exposure import InsecureConfiguration, ensure_desk_safe
 from ..store import open_store
+from ..waiting.scheduler import CallbackScheduler
 from .accounts import Accounts
 from .ami import AmiLink
 from .board import QueueBoard
@@ -42,10 +43,20 @@ async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
         if state == "up":
             desk.resync(link.snapshot)
 
+    scheduler: CallbackScheduler | None = None
+
+    def on_event(event: dict) -> None:
+        desk.on_event(event)
+        scheduler.on_event(event)
+
+    # "user": the dialplan's IvrCallback results for the callback scheduler.
     link = AmiLink(settings.ami_host, settings.ami_port, settings.ami_user,
-                   settings.ami_secret, on_event=desk.on_event, on_state=on_state)
+                   settings.ami_secret, on_event=on_event, on_state=on_state,
+                   events="agent,user")
+    scheduler = CallbackScheduler.from_settings(store, link, settings)
     desk.attach(link)
     await desk.start()
+    await scheduler.start()
     try:
         await link.start()
         try:
@@ -54,6 +65,7 @@ async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
         finally:
             await link.stop()
     finally:
+        await scheduler.stop()
         await desk.stop()
         await store.close()
 

@@ -81,6 +81,18 @@ def _int(value, default: int) -> int:
         return default
 
 
+def _joined(variables) -> float | None:
+    """IVR_QUEUE_JOINED: when the caller first joined (the waiting loop leaves and re-enters
+    the queue at each announcement; a callback enters it long after), epoch seconds."""
+    if not isinstance(variables, dict):
+        return None
+    try:
+        joined = float(variables.get("IVR_QUEUE_JOINED") or "")
+    except ValueError:
+        return None
+    return joined if 1e9 < joined < 1e10 else None
+
+
 def _flag(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes")
 
@@ -153,7 +165,7 @@ class QueueBoard:
     def _on_QueueEntry(self, event: dict) -> list[Change]:
         """A waiting caller in a QueueStatus snapshot."""
         changes = self._on_QueueCallerJoin(event)
-        if changes:
+        if changes and not _joined(event.get("ChanVariables")):
             wait = _int(event.get("Wait"), 0)
             changes[0].entry.joined_at = self.clock() - max(wait, 0)
         return changes
@@ -341,6 +353,11 @@ class QueueBoard:
         card = variables.get("IVR_CARD", entry.card)
         entry.card = card if entry.verified and isinstance(card, str) and _CARD.fullmatch(
             card) else ""
+        joined = _joined(variables)
+        if joined is not None:
+            entry.joined_at = joined
+        if _CALL_ID.fullmatch(str(variables.get("IVR_CALLBACK_ID") or "")):
+            entry.kind = "callback"
 
     def _member_of(self, event: dict, create: bool = False) -> Member | None:
         name = _text(event.get("MemberName"))

@@ -29,6 +29,8 @@ NOTE_LIMIT = 1000
 STREAM_DEPTH = 256                  # events queued for one page before old ones are dropped
 QUEUE_PUSH_SECONDS = 0.25           # queue board updates are coalesced to this rate
 LEAVE_SETTLE_SECONDS = 3.0          # a caller who left without an agent: timeout, not answered
+# HOTLINE_ROUTE of a caller in the dialplan's waiting loop (extensions.conf hotline-route)
+WAITING_ROUTES = ("queue", "error", "fallback")
 CONFIRM_SECONDS = 2.0               # how long a presence change waits to be seen in Asterisk
 
 
@@ -184,6 +186,18 @@ class Desk:
             self._on_change(change, event)
         if event.get("Queue") == self.queue_name:
             self._record_queue_history(name, event)
+        elif name == "UserEvent" and event.get("UserEvent") == "IvrHangup":
+            self._hung_up_waiting(event)
+
+    def _hung_up_waiting(self, event: dict) -> None:
+        """A caller of the waiting loop hung up (the dialplan's IvrHangup report, Route
+        still one that waits): abandoned, unless an agent answered. The loop's Queue() rounds end
+        with QueueCallerAbandon at every announcement, so those events cannot say it."""
+        call_id = event.get("CallId", "")
+        if event.get("Route") not in WAITING_ROUTES or not call_id or call_id in self._answered:
+            return
+        self._left.add(call_id)
+        self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
 
     def _on_change(self, change: Change, event: dict) -> None:
         agent, call_id = change.agent, change.call_id
@@ -220,13 +234,19 @@ class Desk:
         call_id = self._call_id_of(event)
         if not call_id:
             return
+        looping = bool((event.get("ChanVariables") or {}).get("IVR_QUEUE_JOINED"))
         if name == "QueueCallerJoin":
-            self._spawn(self.store.queue_joined(call_id, now_iso()), "queue history")
-        elif name == "QueueCallerAbandon":
+            # A caller of the waiting loop (or a callback) keeps the time of the first join.
+            entry = self.board.entry(call_id)
+            at = _iso(entry.joined_at) if looping and entry is not None else now_iso()
+            kind = entry.kind if entry is not None else "caller"
+            self._spawn(self.store.queue_joined(call_id, at, kind), "queue history")
+        elif name == "QueueCallerAbandon" and not looping:
             self._left.add(call_id)
             self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
-        elif name == "QueueCallerLeave":
-            # Leave also precedes AgentConnect when an agent answers: decide a moment later.
+        elif name == "QueueCallerLeave" and not looping:
+            # The waiting loop leaves the queue at every announcement: its route records
+            # how the caller's wait ended (ivr/waiting/route.py). Leave also precedes AgentConnect when an agent answers: decide a moment later.
             asyncio.get_running_loop().call_later(LEAVE_SETTLE_SECONDS, self._settle_leave,
                                                   call_id, now_iso())
 

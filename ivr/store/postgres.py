@@ -13,8 +13,9 @@ from typing import AsyncIterator
 import asyncpg
 
 from . import StoreUnavailable
-from .rows import (HISTORY_LIMIT, SERVICE_AUDIT, MAX_TEXT, QUEUE_RESULTS, check_card, check_text, iso, now,
-                   parse_time, queue_out, record_out, record_row, since)
+from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
+                   callback_out, check_callback, check_card, check_status, check_text, iso, now,
+                   parse_time, queue_out, record_out, record_row, since, stats_out)
 
 POOL_SIZE = 4
 CONNECT_SECONDS = 5.0
@@ -43,6 +44,17 @@ CREATE TABLE IF NOT EXISTS audit (
     action text NOT NULL, at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
+CREATE TABLE IF NOT EXISTS callbacks (
+    id text PRIMARY KEY, call_id text NOT NULL,
+    number text NOT NULL,   -- in clear: the trunk dials it; never logged, never on the desk
+    number_masked text NOT NULL, joined_at timestamptz NOT NULL, due_at timestamptz NOT NULL,
+    status text NOT NULL, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (status, due_at);
+CREATE TABLE IF NOT EXISTS callback_attempts (
+    callback_id text NOT NULL, n integer NOT NULL, at timestamptz NOT NULL,
+    result text NOT NULL, PRIMARY KEY (callback_id, n)
+);
 CREATE TABLE IF NOT EXISTS forwarder_offsets (
     source text PRIMARY KEY, position bigint NOT NULL, at timestamptz NOT NULL
 );
@@ -75,6 +87,17 @@ ON CONFLICT (call_id) DO UPDATE SET
     answered_by = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.answered_by END,
     left_at = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.left_at END,
     result = CASE WHEN {_NEW_EPISODE} THEN NULL ELSE queue_calls.result END
+"""
+
+# As in ivr.store.sqlite: who is ahead of a first join.
+_AHEAD = """
+SELECT (SELECT count(*) FROM queue_calls
+        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2
+          AND call_id NOT IN (SELECT call_id FROM callbacks
+                              WHERE status IN ('scheduled', 'queued')))
+     + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
+        WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
+          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
 """
 
 # What "the server is not there (now)" looks like through asyncpg.
@@ -275,3 +298,77 @@ class PostgresStore:
             rows = await self._fetch("SELECT agent, call_id, action, at FROM audit "
                                      "WHERE call_id = $1 ORDER BY id", call_id)
         return [{"agent": a, "call_id": c, "action": x, "at": iso(at)} for a, c, x, at in rows]
+
+    # -- callbacks (issue 13) ---------------------------------------------------------------
+
+    _CALLBACK_COLUMNS = ("id, call_id, number, number_masked, joined_at, due_at, status, "
+                         "created_at, updated_at")
+
+    async def callback_create(self, callback: dict) -> None:
+        args = check_callback(callback)
+        at = now()
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO callbacks ({self._CALLBACK_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", *args, at, at)
+
+    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None
+                           ) -> None:
+        args = [check_status(status), now(), check_text(callback_id, "id")]
+        sql = "UPDATE callbacks SET status = $1, updated_at = $2"
+        if due_at is not None:
+            sql += ", due_at = $4"
+            args.append(parse_time(due_at))
+        async with self._transaction() as conn:
+            await conn.execute(sql + " WHERE id = $3", *args)
+
+    async def callback_attempt(self, callback_id: str, result: str, at: str) -> int:
+        cid, result = check_text(callback_id, "id"), check_text(result, "result")
+        async with self._transaction() as conn:
+            # The row lock orders two attempts of one callback recorded at once.
+            await conn.execute("SELECT 1 FROM callbacks WHERE id = $1 FOR UPDATE", cid)
+            n = await conn.fetchval(
+                "SELECT count(*) FROM callback_attempts WHERE callback_id = $1", cid) + 1
+            await conn.execute("INSERT INTO callback_attempts (callback_id, n, at, result) "
+                               "VALUES ($1, $2, $3, $4)", cid, n, parse_time(at), result)
+        return n
+
+    async def _callbacks(self, where: str, *args) -> list[dict]:
+        rows = await self._fetch(
+            f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE {where} "
+            "ORDER BY joined_at, created_at", *args)
+        out = []
+        for row in rows:
+            attempts = await self._fetch("SELECT n, at, result FROM callback_attempts "
+                                         "WHERE callback_id = $1 ORDER BY n", row[0])
+            out.append(callback_out(tuple(row), [tuple(a) for a in attempts]))
+        return out
+
+    async def get_callback(self, callback_id: str) -> dict | None:
+        found = await self._callbacks("id = $1", callback_id)
+        return found[0] if found else None
+
+    async def callbacks(self, call_id: str | None = None) -> list[dict]:
+        if call_id is None:
+            return await self._callbacks("true")
+        return await self._callbacks("call_id = $1", call_id)
+
+    async def callbacks_due(self, at: str, limit: int = 20) -> list[dict]:
+        """Scheduled callbacks whose time has come, earliest join first."""
+        return await self._callbacks(
+            "id IN (SELECT id FROM callbacks WHERE status = 'scheduled' AND due_at <= $1 "
+            "ORDER BY joined_at LIMIT $2)", parse_time(at), int(limit))
+
+    async def queue_stats(self, since_at: str) -> dict:
+        rows = await self._fetch(
+            "SELECT joined_at, answered_at, left_at FROM queue_calls "
+            "WHERE result = 'answered' AND answered_at >= $1 ORDER BY answered_at DESC "
+            "LIMIT $2", parse_time(since_at), STATS_LIMIT)
+        return stats_out([tuple(r) for r in rows])
+
+    async def queue_ahead(self, joined_at: str, at: str, since_at: str) -> int:
+        """Callers still waiting who first joined before ``joined_at`` (and after
+        ``since_at``), and callbacks waiting their turn that were made before it."""
+        rows = await self._fetch(_AHEAD, parse_time(joined_at), parse_time(since_at),
+                                 parse_time(at))
+        return rows[0][0]

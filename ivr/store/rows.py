@@ -124,3 +124,60 @@ def queue_out(joined: datetime | None, answered: datetime | None, left: datetime
         round(max(0.0, (end - joined).total_seconds()), 3)
     return {"joined_at": iso(joined), "waited_s": waited, "answered_by": answered_by,
             "result": result}
+
+
+# -- callbacks (waiting for an agent, issue 13) -------------------------------------------
+# scheduled: waits for its time (now, or the next staffed period); queued: its placeholder
+# waits in the agents' queue in the caller's place; completed / failed: final.
+CALLBACK_STATUSES = frozenset({"scheduled", "queued", "completed", "failed"})
+STATS_LIMIT = 1000      # answered calls read for the queue statistics at most
+
+
+def check_callback(callback: dict) -> tuple:
+    """(id, call_id, number, number_masked, joined_at, due_at, status), checked."""
+    number = callback.get("number")
+    if not isinstance(number, str) or not number.isdigit() or not number.isascii() \
+            or not 8 <= len(number) <= 16:
+        raise ValueError("invalid callback number")
+    status = callback.get("status", "scheduled")
+    if status not in CALLBACK_STATUSES:
+        raise ValueError("invalid callback status")
+    return (check_text(callback.get("id"), "id"), check_text(callback.get("call_id"), "call_id"),
+            number, check_text(callback.get("number_masked"), "number_masked"),
+            parse_time(callback.get("joined_at")), parse_time(callback.get("due_at")), status)
+
+
+def check_status(status: str) -> str:
+    if status not in CALLBACK_STATUSES:
+        raise ValueError("invalid callback status")
+    return status
+
+
+def callback_out(row, attempts: list[tuple]) -> dict:
+    """A callback as the desk and the scheduler see it: ``number`` is only for dialling."""
+    (cid, call_id, number, masked, joined, due, status, created, updated) = row
+    return {"id": cid, "call_id": call_id, "number": number, "number_masked": masked,
+            "joined_at": iso(_as_time(joined)), "due_at": iso(_as_time(due)), "status": status,
+            "created_at": iso(_as_time(created)), "updated_at": iso(_as_time(updated)),
+            "attempts": [{"n": n, "at": iso(_as_time(at)), "result": result}
+                         for n, at, result in attempts]}
+
+
+def _as_time(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_time(value)
+
+
+def stats_out(rows) -> dict:
+    """Mean talk and wait of answered calls: rows of (joined_at, answered_at, left_at)."""
+    talks, waits = [], []
+    for joined, answered, left in rows:
+        joined, answered, left = _as_time(joined), _as_time(answered), _as_time(left)
+        if answered is not None and left is not None:
+            talks.append(max(0.0, (left - answered).total_seconds()))
+        if answered is not None and joined is not None:
+            waits.append(max(0.0, (answered - joined).total_seconds()))
+    return {"answered": len(talks),
+            "mean_talk_s": sum(talks) / len(talks) if talks else None,
+            "mean_wait_s": sum(waits) / len(waits) if waits else None}

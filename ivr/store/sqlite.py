@@ -17,8 +17,10 @@ from typing import AsyncIterator
 import aiosqlite
 
 from . import StoreUnavailable
-from .rows import (HISTORY_LIMIT, SERVICE_AUDIT, MAX_TEXT, QUEUE_RESULTS, canonical, check_card, check_text,
-                   iso, now, parse_time, queue_out, record_out, record_row, since)
+from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
+                   callback_out, canonical, check_callback, check_card, check_status,
+                   check_text, iso, now, parse_time, queue_out, record_out, record_row, since,
+                   stats_out)
 
 BUSY_MS = 5000
 
@@ -44,6 +46,17 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL, at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_call ON audit (call_id, id);
+CREATE TABLE IF NOT EXISTS callbacks (
+    id TEXT PRIMARY KEY, call_id TEXT NOT NULL,
+    number TEXT NOT NULL,   -- in clear: the trunk dials it; never logged, never on the desk
+    number_masked TEXT NOT NULL, joined_at TEXT NOT NULL, due_at TEXT NOT NULL,
+    status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (status, due_at);
+CREATE TABLE IF NOT EXISTS callback_attempts (
+    callback_id TEXT NOT NULL, n INTEGER NOT NULL, at TEXT NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (callback_id, n)
+);
 CREATE TABLE IF NOT EXISTS forwarder_offsets (
     source TEXT PRIMARY KEY, position INTEGER NOT NULL, at TEXT NOT NULL
 );
@@ -80,6 +93,19 @@ ON CONFLICT (call_id) DO UPDATE SET
                    THEN NULL ELSE queue_calls.left_at END,
     result = CASE WHEN queue_calls.result IS NOT NULL AND queue_calls.left_at < excluded.joined_at
                   THEN NULL ELSE queue_calls.result END
+"""
+
+
+# Waiting callers (joined, neither answered nor gone) and callbacks waiting their turn
+# (due, and not answered since they were last placed), ahead of a first join.
+_AHEAD = """
+SELECT (SELECT count(*) FROM queue_calls
+        WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2
+          AND call_id NOT IN (SELECT call_id FROM callbacks
+                              WHERE status IN ('scheduled', 'queued')))
+     + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
+        WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
+          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
 """
 
 
@@ -287,3 +313,77 @@ class SqliteStore:
             rows = await self._fetch("SELECT agent, call_id, action, at FROM audit "
                                      "WHERE call_id = ? ORDER BY id", (call_id,))
         return [{"agent": a, "call_id": c, "action": x, "at": at} for a, c, x, at in rows]
+
+    # -- callbacks (issue 13) ---------------------------------------------------------------
+
+    _CALLBACK_COLUMNS = ("id, call_id, number, number_masked, joined_at, due_at, status, "
+                         "created_at, updated_at")
+
+    async def callback_create(self, callback: dict) -> None:
+        cid, call_id, number, masked, joined, due, status = check_callback(callback)
+        at = iso(now())
+        async with self._transaction() as db:
+            await db.execute(
+                f"INSERT INTO callbacks ({self._CALLBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, call_id, number, masked, iso(joined), iso(due), status, at, at))
+
+    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None
+                           ) -> None:
+        args = [check_status(status), iso(now())]
+        sql = "UPDATE callbacks SET status = ?, updated_at = ?"
+        if due_at is not None:
+            sql += ", due_at = ?"
+            args.append(canonical(due_at))
+        async with self._transaction() as db:
+            await db.execute(sql + " WHERE id = ?", (*args, check_text(callback_id, "id")))
+
+    async def callback_attempt(self, callback_id: str, result: str, at: str) -> int:
+        cid, result = check_text(callback_id, "id"), check_text(result, "result")
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT count(*) FROM callback_attempts WHERE callback_id = ?", (cid,))
+            n = rows[0][0] + 1
+            await db.execute("INSERT INTO callback_attempts (callback_id, n, at, result) "
+                             "VALUES (?, ?, ?, ?)", (cid, n, canonical(at), result))
+        return n
+
+    async def _callbacks(self, where: str, args: tuple) -> list[dict]:
+        rows = await self._fetch(
+            f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE {where} "
+            "ORDER BY joined_at, created_at", args)
+        out = []
+        for row in rows:
+            attempts = await self._fetch("SELECT n, at, result FROM callback_attempts "
+                                         "WHERE callback_id = ? ORDER BY n", (row[0],))
+            out.append(callback_out(row, attempts))
+        return out
+
+    async def get_callback(self, callback_id: str) -> dict | None:
+        found = await self._callbacks("id = ?", (callback_id,))
+        return found[0] if found else None
+
+    async def callbacks(self, call_id: str | None = None) -> list[dict]:
+        if call_id is None:
+            return await self._callbacks("1 = 1", ())
+        return await self._callbacks("call_id = ?", (call_id,))
+
+    async def callbacks_due(self, at: str, limit: int = 20) -> list[dict]:
+        """Scheduled callbacks whose time has come, earliest join first."""
+        return await self._callbacks(
+            "id IN (SELECT id FROM callbacks WHERE status = 'scheduled' AND due_at <= ? "
+            "ORDER BY joined_at LIMIT ?)", (canonical(at), int(limit)))
+
+    async def queue_stats(self, since_at: str) -> dict:
+        rows = await self._fetch(
+            "SELECT joined_at, answered_at, left_at FROM queue_calls "
+            "WHERE result = 'answered' AND answered_at >= ? ORDER BY answered_at DESC LIMIT ?",
+            (canonical(since_at), STATS_LIMIT))
+        return stats_out(rows)
+
+    async def queue_ahead(self, joined_at: str, at: str, since_at: str) -> int:
+        """Callers still waiting who first joined before ``joined_at`` (and after
+        ``since_at``), and callbacks waiting their turn that were made before it."""
+        joined, at, since_at = canonical(joined_at), canonical(at), canonical(since_at)
+        # SQLite's ?NNN parameters are numbered like PostgreSQL's $NNN.
+        rows = await self._fetch(_AHEAD.replace("$", "?"), (joined, since_at, at))
+        return rows[0][0]
