@@ -167,6 +167,13 @@ class Dialog:
             return await self.call.ask((), max_keys, timeout)
         return answer
 
+    async def key(self, timeout: float) -> str | None:
+        """One key, asked after what is pending is said (a key stops it), or None after
+        ``timeout`` s: for a yes-or-nothing offer that is no menu."""
+        answer = await self._keys((), 1, timeout)
+        self._typeahead = answer.keys[1:] + self._typeahead
+        return answer.keys[:1] or None
+
     async def listen_while(self, work: asyncio.Future, until: float, hold_after: float,
                            hold: Utterance | None) -> None:
         """Listen (keys become type-ahead) while ``work`` runs, up to ``until`` (a
