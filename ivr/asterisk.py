@@ -186,14 +186,19 @@ class _Listener:
         return None
 
 
-def _stream_file_sound(command: str) -> str | None:
+def sounds_played_by(command: str) -> list[str]:
+    """The sounds a FastAGI command plays, in order: ``STREAM FILE x``, ``GET DATA x ...``
+    and ``EXEC Read VAR,a&b&c,...`` (how the IVR asks its questions)."""
     try:
         words = shlex.split(command)
     except ValueError:
-        return None
-    if words[:2] == ["STREAM", "FILE"] and len(words) > 2:
-        return words[2]
-    return None
+        return []
+    if words[:2] in (["STREAM", "FILE"], ["GET", "DATA"]) and len(words) > 2 and words[2]:
+        return [words[2]]
+    if words[:2] == ["EXEC", "Read"] and len(words) > 2:
+        fields = words[2].split(",")
+        return [sound for sound in fields[1].split("&") if sound] if len(fields) > 1 else []
+    return []
 
 
 def _read_keys(loop: asyncio.AbstractEventLoop, keys: asyncio.Queue) -> None:
@@ -228,8 +233,7 @@ def call(args: argparse.Namespace, settings: Settings) -> int:
     narrator = Narrator(_Listener())
 
     def on_agi_command(command: str) -> None:
-        sound = _stream_file_sound(command)
-        if sound:
+        for sound in sounds_played_by(command):
             narrator.on_prompt(sound, True)
 
     async def run():

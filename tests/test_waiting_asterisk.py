@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from dialplan.sandbox import Sandbox
 from ivr.app import running_server
+from ivr.asterisk import sounds_played_by
 from ivr.config import Settings
 from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
 from ivr.waiting.hours import StaffedHours, indonesian_holiday
@@ -120,8 +121,8 @@ class Caller:
         self.commands.append(command)
         for wanted, key in list(self.on_prompt.items()):
             prompt, _, nth = wanted.partition("#")
-            if f"bpjs/{prompt} " in command + " " and self.played().count(prompt) == int(
-                    nth or 1):
+            if (f"bpjs/{prompt}" in sounds_played_by(command)
+                    and self.played().count(prompt) == int(nth or 1)):
                 del self.on_prompt[wanted]
                 self.keys.put_nowait(key)
 
@@ -130,8 +131,8 @@ class Caller:
         return sum(1 for c in self.commands if c.startswith("SET VARIABLE IVR_QUEUE_PRIO"))
 
     def played(self) -> list[str]:
-        return [c.split()[2].removeprefix("bpjs/") for c in self.commands
-                if c.startswith("STREAM FILE")]
+        return [sound.removeprefix("bpjs/") for c in self.commands
+                for sound in sounds_played_by(c)]
 
     def first_announcement(self) -> list[str]:
         """The prompts of the first queue-wait run: from the first wait- prompt on."""
@@ -224,6 +225,9 @@ async def test_three_callers_hear_their_places_and_the_callback_keeps_the_second
     await until(lambda: carrier.invites, "the carrier receives the callback", 30)
     (invite,) = carrier.invites
     assert invite.number == ANSWERING and invite.answered
+    # the queue row says "answered" once the agent's leg of the callback has ended
+    await until_async(lambda: queue_result(desk, second_id, "answered"),
+                      "the callback's queue row is answered", 60)
     queue = await desk.store.get_queue(second_id)
     answered_at = datetime.fromisoformat(queue["joined_at"]).timestamp() + queue["waited_s"]
     assert queue["answered_by"] == "agent1" and queue["result"] == "answered"
@@ -237,6 +241,11 @@ async def test_three_callers_hear_their_places_and_the_callback_keeps_the_second
 async def callback_status(desk, callback_id: str, status: str) -> bool:
     callback = await desk.store.get_callback(callback_id)
     return callback is not None and callback["status"] == status
+
+
+async def queue_result(desk, call_id: str, result: str) -> bool:
+    queue = await desk.store.get_queue(call_id)
+    return queue is not None and queue["result"] == result
 
 
 async def until_async(predicate, what: str, seconds: float = 20.0) -> None:
