@@ -79,4 +79,4 @@ def test_only_well_formed_results_are_taken():
                   {"Event": "UserEvent", "UserEvent": "Other", "CallbackId": CB,
                    "DialStatus": "ANSWER"}):
         scheduler.on_event(event)
-    assert scheduler._tasks == set()
+    assert len(scheduler._background) == 0

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
+from ..background import Background
 from ..records import now_iso
 from .board import Change, Entry, QueueBoard
 from .errors import DeskError
@@ -93,7 +94,7 @@ class Desk:
         self._left: set[str] = set()
         self._member_changed = asyncio.Event()
         self._queue_dirty = False
-        self._tasks: set[asyncio.Task] = set()
+        self._background = Background(log, "desk")
         self._pusher: asyncio.Task | None = None
 
     # --- lifecycle
@@ -105,24 +106,10 @@ class Desk:
         self._pusher = asyncio.get_running_loop().create_task(self._push_queue_updates())
 
     async def stop(self) -> None:
-        if self._pusher is not None:
-            self._pusher.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *( [self._pusher] if self._pusher else []),
-                             return_exceptions=True)
+        await self._background.stop(self._pusher)
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:   # a store or AMI hiccup must not stop the event flow
-                log.warning("desk: %s failed: %s", what, exc or type(exc).__name__)
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro, what)
 
     # --- from Asterisk
 

@@ -19,6 +19,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
+from ..background import Background
 from ..records import now_iso
 from .order import queue_priority
 
@@ -44,7 +45,7 @@ class CallbackScheduler:
         self.poll = poll
         self.clock = clock
         self._task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._background = Background(log, "callbacks")
         self._results: asyncio.Lock = asyncio.Lock()
 
     @classmethod
@@ -56,22 +57,10 @@ class CallbackScheduler:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._task] if self._task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.stop(self._task)
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("callbacks: %s failed: %s", what, exc or type(exc).__name__)
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro, what)
 
     # --- placing
 
