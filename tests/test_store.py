@@ -323,6 +323,26 @@ async def test_callbacks_keep_their_attempts_and_come_due_in_join_order(store):
     assert await store.get_callback("nope") is None
 
 
+async def test_the_board_shows_open_callbacks_and_those_ended_lately(store):
+    await store.callback_create(callback("old", "c1", joined_at=ago(minutes=50)))
+    await store.callback_attempt("old", "busy", ago(minutes=40))
+    await store.callback_set("old", "failed")
+    await asyncio.sleep(0.01)
+    since = ago(seconds=0)
+    await asyncio.sleep(0.01)
+    await store.callback_create(callback("waiting", "c2", joined_at=ago(minutes=9)))
+    await store.callback_create(callback("later", "c3", due_at=ago(minutes=-30)))
+    await store.callback_create(callback("done", "c4", joined_at=ago(minutes=20)))
+    await store.callback_attempt("done", "answer", ago(seconds=2))
+    await store.callback_set("done", "completed")
+    board = await store.callbacks_board(since)
+    assert [c["id"] for c in board] == ["done", "later", "waiting"]     # by first join
+    assert [a["result"] for a in board[0]["attempts"]] == ["answer"]
+    # an ended callback stays on the board only as long as asked
+    assert "old" in [c["id"] for c in await store.callbacks_board(ago(minutes=60))]
+    assert [c["id"] for c in await store.callbacks_board(since, limit=1)] == ["done"]
+
+
 async def test_a_callback_needs_a_real_number_and_status(store):
     for bad in ({"number": "0812x4567890"}, {"number": "123"}, {"status": "done"},
                 {"number": "٠٨١٢٣٤٥٦٧٨٩٠"}, {"joined_at": "yesterday"}):

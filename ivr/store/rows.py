@@ -131,6 +131,7 @@ def queue_out(joined: datetime | None, answered: datetime | None, left: datetime
 # waits in the agents' queue in the caller's place; completed / failed: final.
 CALLBACK_STATUSES = frozenset({"scheduled", "queued", "completed", "failed"})
 STATS_LIMIT = 1000      # answered calls read for the queue statistics at most
+BOARD_LIMIT = 500       # callbacks on the desk's queue board at most
 
 
 def check_callback(callback: dict) -> tuple:

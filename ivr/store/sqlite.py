@@ -17,7 +17,7 @@ from typing import AsyncIterator
 import aiosqlite
 
 from . import StoreUnavailable
-from .rows import (HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
+from .rows import (BOARD_LIMIT, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
                    callback_out, canonical, check_callback, check_card, check_status,
                    check_text, iso, now, parse_time, queue_out, record_out, record_row, since,
                    stats_out)
@@ -372,6 +372,13 @@ class SqliteStore:
         return await self._callbacks(
             "id IN (SELECT id FROM callbacks WHERE status = 'scheduled' AND due_at <= ? "
             "ORDER BY joined_at LIMIT ?)", (canonical(at), int(limit)))
+
+    async def callbacks_board(self, since_at: str, limit: int = BOARD_LIMIT) -> list[dict]:
+        """Callbacks still to be made (scheduled, queued) and those ended since
+        ``since_at``: the desk's queue board."""
+        return await self._callbacks(
+            "id IN (SELECT id FROM callbacks WHERE status IN ('scheduled', 'queued') "
+            "OR updated_at >= ? ORDER BY joined_at LIMIT ?)", (canonical(since_at), int(limit)))
 
     async def queue_stats(self, since_at: str) -> dict:
         rows = await self._fetch(
