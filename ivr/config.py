@@ -153,6 +153,8 @@ class Settings:
     callback_attempts: int = field(default=3, metadata={"env": "IVR_CALLBACK_ATTEMPTS"})
     callback_retry_seconds: float = field(default=300.0, metadata={"env": "IVR_CALLBACK_RETRY_SECONDS"})
     callback_ring_seconds: int = field(default=30, metadata={"env": "IVR_CALLBACK_RING_SECONDS"})
+    # a queued callback whose placeholder Asterisk no longer has is placed again after this
+    callback_watch_seconds: float = field(default=60.0, metadata={"env": "IVR_CALLBACK_WATCH_SECONDS"})
     # Empty: always staffed. Else e.g. "mon-fri 08:00-20:00; sat 08:00-14:00" (local time);
     # then Indonesian public holidays (and cuti bersama) are closed, and the extra dates
     # (YYYY-MM-DD, comma separated) are closed or open whatever the calendar says.

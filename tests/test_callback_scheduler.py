@@ -2,6 +2,7 @@
 callback in its caller's place, and what each attempt's result does."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -19,12 +20,25 @@ CB = "0123456789abcdef0123456789abcdef"
 class RecordingAmi:
     state = "up"
 
-    def __init__(self) -> None:
+    def __init__(self, channels: list[str] | None = None) -> None:
         self.actions: list[dict] = []
+        self.channels = channels or []      # the IVR_CALLBACK_ID of each live channel
 
     async def action(self, action: dict) -> dict:
         self.actions.append(action)
         return {"Response": "Success"}
+
+    async def action_list(self, action: dict) -> list[dict]:
+        """Status as Asterisk 22 answers it with Variables: one Status event per channel."""
+        self.actions.append(action)
+        assert action == {"Action": "Status", "Variables": "IVR_CALLBACK_ID"}
+        return [{"Response": "Success", "EventList": "start"},
+                *({"Event": "Status", "Channel": f"Local/queue@waiting-callback-{i:08x};2",
+                   "Variable": f"IVR_CALLBACK_ID={value}"}
+                  for i, value in enumerate(self.channels)),
+                {"Event": "Status", "Channel": "PJSIP/agent1-00000001", "Variable":
+                 "IVR_CALLBACK_ID="},
+                {"Event": "StatusComplete", "EventList": "Complete"}]
 
 
 @pytest.fixture
@@ -80,3 +94,67 @@ def test_only_well_formed_results_are_taken():
                    "DialStatus": "ANSWER"}):
         scheduler.on_event(event)
     assert len(scheduler._background) == 0
+
+
+async def settled(scheduler: CallbackScheduler) -> None:
+    for _ in range(500):
+        if not len(scheduler._background):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the scheduler's background work did not end")
+
+
+def later(seconds: float):
+    """A clock ``seconds`` ahead of the store's (which stamps updated_at with real time)."""
+    return lambda: datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+async def test_a_placeholder_asterisk_no_longer_has_is_placed_again_in_its_place(store, caplog):
+    await store.callback_set(CB, "queued")
+    # still on Asterisk's channels: left alone
+    ami = RecordingAmi(channels=[CB])
+    assert await CallbackScheduler(store, ami, watch_seconds=60, clock=later(61)).watch() == []
+    assert (await store.get_callback(CB))["status"] == "queued"
+    # queued for less than watch_seconds: Asterisk is not even asked (an Originate takes time)
+    ami = RecordingAmi()
+    assert await CallbackScheduler(store, ami, watch_seconds=60, clock=later(30)).watch() == []
+    assert ami.actions == []
+    # gone (the queue's timeout, an Asterisk restart): scheduled at once, no attempt counted
+    scheduler = CallbackScheduler(store, RecordingAmi(channels=["f" * 32]), watch_seconds=60,
+                                  clock=later(61))
+    with caplog.at_level(logging.WARNING):
+        assert await scheduler.watch() == [CB]
+    again = await store.get_callback(CB)
+    assert again["status"] == "scheduled" and again["attempts"] == []
+    assert again["joined_at"] == JOINED.isoformat(timespec="milliseconds")   # its place kept
+    assert datetime.fromisoformat(again["due_at"]) <= datetime.now(timezone.utc) + timedelta(
+        seconds=62)
+    assert "placed again" in caplog.text
+
+
+async def test_a_result_on_its_way_is_not_taken_for_a_lost_placeholder(store):
+    await store.callback_set(CB, "queued")
+    scheduler = CallbackScheduler(store, RecordingAmi(), watch_seconds=60, clock=later(61))
+    scheduler.on_event({"Event": "UserEvent", "UserEvent": "IvrCallback", "CallbackId": CB,
+                        "DialStatus": "ANSWER"})      # received, not yet recorded
+    assert await scheduler.watch() == []
+    await settled(scheduler)
+    done = await store.get_callback(CB)
+    assert done["status"] == "completed" and [a["result"] for a in done["attempts"]] == ["answer"]
+
+
+async def test_the_board_shows_each_callback_and_its_attempts_without_the_number(store):
+    shown: list[list[dict]] = []
+    scheduler = CallbackScheduler(store, RecordingAmi(), attempts=3, clock=lambda: NOW,
+                                  on_board=shown.append)
+    await scheduler.refresh_board()
+    await scheduler.refresh_board()                 # unchanged: not pushed again
+    assert len(shown) == 1 and [c["status"] for c in shown[0]] == ["scheduled"]
+    await store.callback_set(CB, "queued")
+    scheduler.on_event({"Event": "UserEvent", "UserEvent": "IvrCallback", "CallbackId": CB,
+                        "DialStatus": "BUSY"})
+    await settled(scheduler)                         # the result recorded, the board read
+    (entry,) = shown[-1]
+    assert entry["status"] == "scheduled" and entry["number_masked"] == "0812*****801"
+    assert [(a["n"], a["result"]) for a in entry["attempts"]] == [(1, "busy")]
+    assert "081234567801" not in repr(shown)

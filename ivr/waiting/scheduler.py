@@ -10,6 +10,16 @@ IVR_* variables), and the other half dials the number through ``IVR_CALLBACK_TRU
 The dialplan reports each attempt (UserEvent IvrCallback, DIALSTATUS); ANSWER completes
 the callback, anything else is retried ``IVR_CALLBACK_RETRY_SECONDS`` later, in its place
 again, until ``IVR_CALLBACK_ATTEMPTS`` attempts have failed (``failed``).
+
+A placeholder can end with no result to report: the queue's own timeout, an Asterisk
+restart, an Originate that never made a channel. Every ``IVR_CALLBACK_WATCH_SECONDS`` the
+scheduler asks Asterisk which channels carry a queued callback's id (AMI Status); a
+callback queued for longer than that with no channel left is placed again, in its place
+(not an attempt: nobody dialled the caller).
+
+The callbacks still to be made and those ended lately (with their attempts, the number
+masked) are kept in ``board`` for the desk's queue board, read again every few seconds
+(callbacks are made by the IVR, in another process) and after every change made here.
 """
 from __future__ import annotations
 
@@ -26,6 +36,8 @@ from .order import queue_priority
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+BOARD_SECONDS = 5.0                          # the board's list read again this often
+BOARD_HOURS = 12                             # ended callbacks stay on the board this long
 ORIGINATE_TIMEOUT_MS = 4 * 3600 * 1000      # how long a placeholder may wait for an agent
 _ID = re.compile(r"[0-9a-f]{32}")
 _STATUS = re.compile(r"[A-Z]{1,20}")
@@ -37,13 +49,20 @@ def _now() -> datetime:
 
 class CallbackScheduler:
     def __init__(self, store, ami, *, attempts: int = 3, retry_seconds: float = 300.0,
-                 poll: float = POLL_SECONDS, clock: Callable[[], datetime] = _now) -> None:
+                 watch_seconds: float = 60.0, poll: float = POLL_SECONDS,
+                 board_seconds: float = BOARD_SECONDS,
+                 clock: Callable[[], datetime] = _now,
+                 on_board: Callable[[list[dict]], None] | None = None) -> None:
         self.store = store
         self.ami = ami
         self.attempts = max(1, attempts)
         self.retry_seconds = retry_seconds
+        self.watch_seconds = watch_seconds
         self.poll = poll
+        self.board_seconds = board_seconds
         self.clock = clock
+        self.on_board = on_board
+        self.board: list[dict] = []
         self._task: asyncio.Task | None = None
         self._background = Background(log, "callbacks")
         self._results: asyncio.Lock = asyncio.Lock()
@@ -51,7 +70,8 @@ class CallbackScheduler:
     @classmethod
     def from_settings(cls, store, ami, settings, **kwargs) -> "CallbackScheduler":
         return cls(store, ami, attempts=settings.callback_attempts,
-                   retry_seconds=settings.callback_retry_seconds, **kwargs)
+                   retry_seconds=settings.callback_retry_seconds,
+                   watch_seconds=settings.callback_watch_seconds, **kwargs)
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -65,14 +85,23 @@ class CallbackScheduler:
     # --- placing
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_board = next_watch = loop.time()
         while True:
             await asyncio.sleep(self.poll)
-            if getattr(self.ami, "state", "up") != "up":
-                continue
             try:
+                if loop.time() >= next_board:
+                    next_board = loop.time() + self.board_seconds
+                    await self.refresh_board()
+                if getattr(self.ami, "state", "up") != "up":
+                    continue
+                if loop.time() >= next_watch:
+                    next_watch = loop.time() + self.watch_seconds
+                    await self.watch()
                 due = await self.store.callbacks_due(self.clock().isoformat())
             except Exception as exc:
-                log.warning("callbacks: store unavailable: %s", type(exc).__name__)
+                log.warning("callbacks: store or Asterisk unavailable: %s",
+                            exc or type(exc).__name__)
                 continue
             for callback in due:
                 try:
@@ -80,6 +109,8 @@ class CallbackScheduler:
                 except Exception as exc:
                     log.warning("callbacks: %s not placed: %s", callback["id"],
                                 exc or type(exc).__name__)
+            if due:
+                await self._refresh_board_quietly()
 
     async def place(self, callback: dict) -> None:
         """The placeholder into the queue, in the place of the caller's first join."""
@@ -113,6 +144,71 @@ class CallbackScheduler:
         log.info("callbacks: %s queued for call %s (%s)", callback["id"], callback["call_id"],
                  callback["number_masked"])
 
+    # --- placeholders gone without a result
+
+    async def watch(self) -> list[str]:
+        """Place again the callbacks queued for longer than ``watch_seconds`` whose
+        placeholder Asterisk no longer has. Returns their ids."""
+        since = self.clock() - timedelta(seconds=self.watch_seconds)
+        queued = [c for c in await self.store.callbacks_board(since.isoformat())
+                  if c["status"] == "queued"
+                  and datetime.fromisoformat(c["updated_at"]) <= since]
+        if not queued:
+            return []
+        live = await self._live_callbacks()
+        placed_again = []
+        # A result Asterisk sent before the Status list was spawned before this resumes
+        # and took the lock first: the status read again under the lock tells.
+        async with self._results:
+            for callback in queued:
+                if callback["id"] in live:
+                    continue
+                now = await self.store.get_callback(callback["id"])
+                if now is None or now["status"] != "queued" or now["updated_at"] != callback[
+                        "updated_at"]:
+                    continue
+                await self.store.callback_set(callback["id"], "scheduled",
+                                              self.clock().isoformat())
+                placed_again.append(callback["id"])
+                log.warning("callbacks: %s had no placeholder left in Asterisk (the queue's "
+                            "timeout or a restart): placed again in its place",
+                            callback["id"])
+        return placed_again
+
+    async def _live_callbacks(self) -> set[str]:
+        """The callback ids on Asterisk's channels now (both halves of a placeholder and
+        the call to the number carry IVR_CALLBACK_ID)."""
+        items = await self.ami.action_list({"Action": "Status", "Variables": "IVR_CALLBACK_ID"})
+        live = set()
+        for item in items[1:]:
+            if item.get("Event") != "Status":
+                continue
+            name, _, value = str(item.get("Variable") or "").partition("=")
+            # (with IVR_CALLBACK_ID in manager.conf's channelvars it is a ChanVariable too)
+            chan = item.get("ChanVariables")
+            for found in (value if name == "IVR_CALLBACK_ID" else "",
+                          chan.get("IVR_CALLBACK_ID", "") if isinstance(chan, dict) else ""):
+                if _ID.fullmatch(found):
+                    live.add(found)
+        return live
+
+    # --- the desk's board
+
+    async def refresh_board(self) -> list[dict]:
+        since = self.clock() - timedelta(hours=BOARD_HOURS)
+        board = [_on_board(c) for c in await self.store.callbacks_board(since.isoformat())]
+        if board != self.board:
+            self.board = board
+            if self.on_board is not None:
+                self.on_board(board)
+        return board
+
+    async def _refresh_board_quietly(self) -> None:
+        try:
+            await self.refresh_board()
+        except Exception as exc:
+            log.warning("callbacks: board not read: %s", type(exc).__name__)
+
     # --- results
 
     def on_event(self, event: dict) -> None:
@@ -120,7 +216,11 @@ class CallbackScheduler:
             return
         callback_id, status = event.get("CallbackId", ""), event.get("DialStatus", "")
         if _ID.fullmatch(callback_id) and _STATUS.fullmatch(status):
-            self._spawn(self.result(callback_id, status), f"result of {callback_id}")
+            self._spawn(self._report(callback_id, status), f"result of {callback_id}")
+
+    async def _report(self, callback_id: str, dial_status: str) -> None:
+        await self.result(callback_id, dial_status)
+        await self._refresh_board_quietly()
 
     async def result(self, callback_id: str, dial_status: str) -> str | None:
         """One attempt's end: completed, retried later, or failed. Returns the new status."""
@@ -142,3 +242,12 @@ class CallbackScheduler:
             log.info("callbacks: %s attempt %d: %s -> %s (%s)", callback_id, n, dial_status,
                      status, now_iso())
             return status
+
+
+def _on_board(callback: dict) -> dict:
+    """What agents see of a callback: never the number in clear."""
+    return {"id": callback["id"], "call_id": callback["call_id"], "status": callback["status"],
+            "number_masked": callback["number_masked"], "joined_at": callback["joined_at"],
+            "due_at": callback["due_at"],
+            "attempts": [{"n": a["n"], "at": a["at"], "result": a["result"]}
+                         for a in callback["attempts"]]}
