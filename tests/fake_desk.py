@@ -31,6 +31,7 @@ class FakeDesk:
                             "call_id": None} for a, n in names.items()}
         self.calls: dict[str, dict] = {}
         self.waiting: list[dict] = []
+        self.callbacks: list[dict] = []
         self.subscribers: dict[str, list[asyncio.Queue]] = {}
         self.happened: list[tuple] = []          # ("logged_in", agent), ("state", ...) ...
         self.audit: list[tuple[str, str]] = []   # (agent, call_id) per context opened
@@ -64,6 +65,7 @@ class FakeDesk:
     def queue(self) -> dict:
         states = [a["state"] for a in self._agents.values()]
         return {"waiting": [dict(e) for e in self.waiting],
+                "callbacks": [dict(c) for c in self.callbacks],
                 "agents": {"ready": states.count("ready"),
                            "on_call": states.count("on_call") + states.count("ringing"),
                            "paused": states.count("paused")}}
@@ -100,6 +102,10 @@ class FakeDesk:
 
     def add_call(self, context: dict) -> None:
         self.calls[context["call_id"]] = context
+
+    def set_callbacks(self, callbacks: list[dict]) -> None:
+        self.callbacks = [dict(c) for c in callbacks]
+        self._broadcast("queue", self.queue())
 
     def set_waiting(self, entries: list[dict]) -> None:
         self.waiting = [dict(e) for e in entries]
@@ -186,3 +192,16 @@ def waiting_entries() -> list[dict]:
         {"call_id": "cb-17", "position": 3, "waiting_s": 3, "kind": "callback",
          "transfer_reason": "locked", "verified": False, "member_status": ""},
     ]
+
+
+def board_callbacks() -> list[dict]:
+    """The scheduler's board: one in line, one to be tried again, one failed, one done."""
+    def cb(n: int, status: str, attempts: list[str], due_in_s: float = 0) -> dict:
+        return {"id": f"{n:032x}", "call_id": f"cb-{n}", "status": status,
+                "number_masked": f"0812*****80{n}", "joined_at": iso(600 - n),
+                "due_at": iso(-due_in_s),
+                "attempts": [{"n": i, "at": iso(300 - i), "result": r}
+                             for i, r in enumerate(attempts, start=1)]}
+    return [cb(1, "queued", []), cb(2, "scheduled", ["busy"], due_in_s=240),
+            cb(3, "failed", ["busy", "noanswer", "chanunavail"]),
+            cb(4, "completed", ["answer"])]

@@ -21,7 +21,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from ivr.config import Settings
 from ivr.desk.accounts import Accounts
 from ivr.desk.web import running_desk_web
-from tests.fake_desk import CARD, FakeDesk, unverified_call, verified_call, waiting_entries
+from tests.fake_desk import (CARD, FakeDesk, board_callbacks, unverified_call, verified_call,
+                             waiting_entries)
 
 PASSWORD = "browser-pass-1"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -166,6 +167,23 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     first_wait = cells[0][1]
     wait_for(driver, lambda: rows()[0].find_elements(By.TAG_NAME, "td")[1].text != first_wait)
     assert text(driver, "count-ready") == "1"
+
+    # callbacks on the board: in line, to be tried again, and how each ended, attempt by attempt
+    assert shown(driver, "callbacks-empty")
+    served.do("set_callbacks", board_callbacks())
+    callbacks = lambda: driver.find_elements(By.CSS_SELECTOR, "#callbacks-table tbody tr")  # noqa: E731
+    wait_for(driver, lambda: len(callbacks()) == 4)
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in callbacks()]
+    assert [c[1] for c in cells] == ["0812*****801", "0812*****802", "0812*****803",
+                                     "0812*****804"]
+    assert cells[0][2] == "waiting in line" and cells[0][3] == "–"
+    assert cells[1][2].startswith("next attempt ") and cells[1][3].startswith("1. busy ")
+    assert cells[2][2] == "failed"
+    attempts = cells[2][3].split("\n")
+    assert [a.split(" ")[0] for a in attempts] == ["1.", "2.", "3."]
+    assert "busy" in attempts[0] and "no answer" in attempts[1] and "unreachable" in attempts[2]
+    assert cells[3][2] == "completed" and cells[3][3].startswith("1. answered ")
+    assert text(driver, "callbacks-count").lower() == "(2 open)" and not shown(driver, "callbacks-empty")
 
     # the pop: a verified caller the IVR transferred on request
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from ivr.desk.board import QueueBoard
 from ivr.desk.errors import DeskError
 from ivr.desk.service import Desk
 from ivr.store.sqlite import SqliteStore
+from ivr.waiting.scheduler import CallbackScheduler
 
 from .fake_ami import FakeAmi
 
@@ -190,3 +191,27 @@ async def test_a_dropped_asterisk_is_said_and_the_ready_agent_put_back(hub):
         await until(lambda: desk.asterisk != "up", "the link notices")
         await desk.set_state("agent1", "paused", "break")
     assert refused.value.status == 409
+
+
+async def test_callbacks_and_their_attempts_are_on_the_queue_board(hub):
+    desk, _ami, store = hub
+    stream = desk.subscribe("agent1")
+    callback_id = "0123456789abcdef0123456789abcdef"
+    await store.callback_create({"id": callback_id, "call_id": "call-9",
+                                 "number": "081234567809", "number_masked": "0812*****809",
+                                 "joined_at": "2026-12-02T03:00:00+00:00",
+                                 "due_at": "2026-12-02T03:05:00+00:00", "status": "scheduled"})
+    await store.callback_attempt(callback_id, "busy", "2026-12-02T03:04:00+00:00")
+    scheduler = CallbackScheduler(store, desk.ami, on_board=desk.set_callbacks)
+    await scheduler.refresh_board()
+    (shown,) = desk.queue()["callbacks"]
+    assert (shown["call_id"], shown["status"], shown["number_masked"]) == (
+        "call-9", "scheduled", "0812*****809")
+    assert [(a["n"], a["result"]) for a in shown["attempts"]] == [(1, "busy")]
+    assert "number" not in shown
+    # pushed to the agents' streams like any queue change
+    pushed = []
+    await until(lambda: pushed.extend(d for n, d in drain(stream) if n == "queue")
+                or any(d["callbacks"] for d in pushed), "a queue update with the callback")
+    assert "081234567809" not in repr(pushed)
+

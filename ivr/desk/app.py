@@ -53,7 +53,8 @@ async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
     link = AmiLink(settings.ami_host, settings.ami_port, settings.ami_user,
                    settings.ami_secret, on_event=on_event, on_state=on_state,
                    events="agent,user")
-    scheduler = CallbackScheduler.from_settings(store, link, settings)
+    scheduler = CallbackScheduler.from_settings(store, link, settings,
+                                                on_board=desk.set_callbacks)
     desk.attach(link)
     await desk.start()
     await scheduler.start()

@@ -93,6 +93,7 @@ class Desk:
         self._answered: set[str] = set()
         self._left: set[str] = set()
         self._member_changed = asyncio.Event()
+        self._callbacks: list[dict] = []
         self._queue_dirty = False
         self._background = Background(log, "desk")
         self._pusher: asyncio.Task | None = None
@@ -314,7 +315,13 @@ class Desk:
                     "member_status": e.member_status or None}
                    for e in self.board.waiting()]
         return {"waiting": waiting, "agents": self.board.counts(),
-                "asterisk": self.asterisk}
+                "asterisk": self.asterisk, "callbacks": self._callbacks}
+
+    def set_callbacks(self, callbacks: list[dict]) -> None:
+        """The callbacks still to be made and those ended lately, with their attempts
+        (the scheduler's ``board``): shown on the queue board under the waiting line."""
+        self._callbacks = callbacks
+        self._queue_dirty = True
 
     async def logged_in(self, agent_id: str) -> None:
         self._send(agent_id, "me", self.me(agent_id))

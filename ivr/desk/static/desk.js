@@ -24,6 +24,10 @@ const DISPOSITIONS = {
   data_update_needed: "Data update needed", complaint: "Complaint", other: "Other",
 };
 const PHASES = { ringing: "Ringing", connected: "Connected", ended: "Call ended" };
+const DIAL_RESULTS = {
+  answer: "answered", busy: "busy", noanswer: "no answer", congestion: "network busy",
+  chanunavail: "unreachable", cancel: "agent hung up first", hangup: "ended",
+};
 
 const $ = (id) => document.getElementById(id);
 const words = (id) => String(id || "").replace(/_/g, " ");
@@ -31,7 +35,7 @@ const reasonWords = (id) => (REASONS[id] || [id ? words(id) : "No reason given",
 const memberWords = (s) => (s ? MEMBER[s] || words(s) : "unknown");
 
 let events = null;           // the EventSource
-let queueSnapshot = { waiting: [], at: 0 };
+let queueSnapshot = { waiting: [], callbacks: [], at: 0 };
 let me = null;
 let call = null;             // {id, phase, context, at}
 let noteMax = 1000;
@@ -49,6 +53,14 @@ function clock(seconds) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   const mm = h ? String(m).padStart(2, "0") : String(m);
   return (h ? h + ":" : "") + mm + ":" + String(r).padStart(2, "0");
+}
+
+// Today's times as the time of day only (the board is read at a glance).
+function shortTime(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return String(iso || "");
+  const today = d.toDateString() === new Date().toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : localTime(iso);
 }
 
 function localTime(iso) {
@@ -215,7 +227,7 @@ function renderAsterisk(data) {
 // --- the queue board ----------------------------------------------------------------
 
 function renderQueue(data) {
-  queueSnapshot = { waiting: data.waiting || [], at: performance.now() };
+  queueSnapshot = { waiting: data.waiting || [], callbacks: data.callbacks || [], at: performance.now() };
   const agents = data.agents || {};
   $("count-ready").textContent = agents.ready ?? 0;
   $("count-on-call").textContent = agents.on_call ?? 0;
@@ -238,6 +250,42 @@ function renderQueue(data) {
   });
   $("queue-table").tBodies[0].replaceChildren(...rows);
   $("queue-empty").hidden = rows.length > 0;
+  renderCallbacks(queueSnapshot.callbacks);
+}
+
+// A callback's status in words: waiting in line, when it is tried next, or how it ended.
+function callbackStatus(cb) {
+  if (cb.status === "queued") return "waiting in line";
+  if (cb.status === "scheduled") {
+    const due = new Date(cb.due_at);
+    if (isNaN(due) || due <= Date.now()) return "about to join the line";
+    return (cb.attempts.length ? "next attempt " : "due ") + shortTime(cb.due_at);
+  }
+  return cb.status;     // completed, failed
+}
+
+function renderCallbacks(callbacks) {
+  const open = callbacks.filter((cb) => cb.status === "queued" || cb.status === "scheduled").length;
+  $("callbacks-count").textContent = callbacks.length ? "(" + open + " open)" : "";
+  const rows = callbacks.map((cb) => {
+    const row = document.createElement("tr");
+    row.dataset.callId = cb.call_id;
+    row.dataset.status = cb.status;
+    const attempts = el("td", (cb.attempts || []).length ? null : "–", "attempts");
+    for (const a of cb.attempts || []) {
+      attempts.append(el("div", a.n + ". " + (DIAL_RESULTS[a.result] || words(a.result)) +
+                                " " + shortTime(a.at)));
+    }
+    row.append(
+      el("td", shortTime(cb.joined_at)),
+      el("td", cb.number_masked),
+      el("td", callbackStatus(cb), "callback-" + cb.status),
+      attempts,
+    );
+    return row;
+  });
+  $("callbacks-table").tBodies[0].replaceChildren(...rows);
+  $("callbacks-empty").hidden = rows.length > 0;
 }
 
 function tick() {
@@ -291,7 +339,7 @@ function clearCall() {
   $("pop-call").hidden = true;
   $("wrapup-form").hidden = true;
   $("pop-idle").hidden = false;
-  renderQueue({ waiting: queueSnapshot.waiting, agents: countsNow() });
+  renderQueue({ waiting: queueSnapshot.waiting, callbacks: queueSnapshot.callbacks, agents: countsNow() });
 }
 
 function countsNow() {
