@@ -365,10 +365,11 @@ class FakeAmi:
                        dict(caller.variables), context="from-queue", exten="s")
 
     def _agent_event(self, event: str, caller: Channel, name: str,
-                     *extra: tuple[str, str]) -> None:
+                     *extra: tuple[str, str], caller_gone: bool = False) -> None:
         member = self.members[name]
         leg = self._agent_leg(member, caller)
-        self.push(event, [*caller.snapshot(), *leg.snapshot("Dest"), ("Queue", self.queue),
+        fields = [] if caller_gone else caller.snapshot()
+        self.push(event, [*fields, *leg.snapshot("Dest"), ("Queue", self.queue),
                           ("Interface", member.interface), ("MemberName", member.name),
                           *extra])
 
@@ -387,12 +388,15 @@ class FakeAmi:
                           ("HoldTime", str(int(time.time() - caller.joined))),
                           ("RingTime", str(ring_s)))
 
-    def agent_complete(self, caller: Channel, name: str, reason: str = "caller") -> None:
+    def agent_complete(self, caller: Channel, name: str, reason: str = "caller",
+                       caller_gone: bool = False) -> None:
+        """``caller_gone``: as Asterisk sends it when the caller's channel was destroyed
+        before the queue looked it up (no caller fields at all, apps/app_queue.c)."""
         member = self.members[name]
         member.in_call, member.status, member.calls = False, 1, member.calls + 1
         self._agent_event("AgentComplete", caller, name,
                           ("HoldTime", str(int(time.time() - caller.joined))),
-                          ("TalkTime", "5"), ("Reason", reason))
+                          ("TalkTime", "5"), ("Reason", reason), caller_gone=caller_gone)
         self.channels.pop(caller.name, None)
 
     def agent_dump(self, caller: Channel, name: str) -> None:

@@ -134,6 +134,31 @@ def test_ringing_connected_ended_for_the_right_agent_and_call(board):
     assert board.counts() == {"ready": 2, "on_call": 0, "paused": 0}
 
 
+def test_an_agentcomplete_without_its_caller_still_ends_the_agents_call(board):
+    """Asterisk sends AgentComplete with no caller fields when the caller's channel was
+    destroyed first (a callback placeholder ends the moment the agent hangs up): the call
+    is the agent leg's IVR_CALL_ID, else the one the agent is on."""
+    a, b = caller(1, IVR_CALL_ID="c-a"), caller(2, IVR_CALL_ID="c-b")
+    for c, name in ((a, "agent1"), (b, "agent2")):
+        board.apply(join(c, 1))
+        board.apply(leave(c, 1))
+        board.apply(agent("AgentConnect", c, name))
+    leg = Channel("Local/agent1@agent-phones-00000007;1", "1795409641.70", {"IVR_CALL_ID": "c-a"})
+    incomplete = event("AgentComplete", *leg.snapshot("Dest"), ("Queue", "agents"),
+                       ("Interface", "PJSIP/agent1"), ("MemberName", "agent1"),
+                       ("Reason", "agent"))
+    assert "Uniqueid" not in incomplete and "ChanVariables" not in incomplete
+    ended = board.apply(incomplete)
+    assert [(c.kind, c.agent, c.call_id) for c in ended] == [("ended", "agent1", "c-a")]
+    assert board.entry("c-a") is None and board.members()["agent2"].on_call == "c-b"
+    # no variable on the agent's leg either: the one call agent2 is on
+    bare = event("AgentComplete", ("Queue", "agents"), ("Interface", "PJSIP/agent2"),
+                 ("MemberName", "agent2"), ("Reason", "agent"))
+    assert [(c.kind, c.call_id) for c in board.apply(bare)] == [("ended", "c-b")]
+    assert board.apply(bare) == []                  # nothing left to end
+    assert board.counts()["on_call"] == 0
+
+
 def test_connect_without_a_leave_stops_the_other_agents_ringing(board):
     a = caller(1, IVR_CALL_ID="c-a")
     board.apply(join(a, 1))

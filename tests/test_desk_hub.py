@@ -215,3 +215,23 @@ async def test_callbacks_and_their_attempts_are_on_the_queue_board(hub):
                 or any(d["callbacks"] for d in pushed), "a queue update with the callback")
     assert "081234567809" not in repr(pushed)
 
+
+
+async def test_a_call_whose_agentcomplete_lost_its_caller_still_ends_and_asks_a_wrap_up(hub):
+    """A callback placeholder is gone the moment its agent hangs up; Asterisk's
+    AgentComplete then has no caller fields. The call still ends for its agent: the
+    wrap-up is asked, the queue row says answered."""
+    desk, ami, store = hub
+    stream = desk.subscribe("agent1")
+    await desk.set_state("agent1", "ready", None)
+    caller = ami.caller_join(VERIFIED)
+    await until(lambda: desk.queue()["waiting"], "the caller is on the board")
+    ami.agent_called(caller, "agent1")
+    ami.agent_connect(caller, "agent1")
+    await until(lambda: desk.me("agent1")["state"] == "on_call", "agent1 talks")
+    ami.agent_complete(caller, "agent1", reason="agent", caller_gone=True)
+    await until(lambda: desk.me("agent1")["state"] == "wrap_up", "agent1 wraps up")
+    assert [d["call_id"] for n, d in drain(stream) if n == "ended"] == ["call-1"]
+    await stored(lambda: store.get_queue("call-1"), "the queue row is answered",
+                 lambda row: row and row["result"] == "answered")
+    await until(lambda: ami.members["agent1"].paused, "agent1 is paused for the wrap-up")

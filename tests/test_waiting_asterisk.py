@@ -42,6 +42,7 @@ CARRIER_PORT = 17280 + PORT_SHIFT
 RTP_PORTS = f"{40000 + 10 * PORT_SHIFT}-{40998 + 10 * PORT_SHIFT}"
 ANNOUNCE_SECONDS = 12
 AGENT_HOLD = 5
+WATCH_SECONDS = 2.0                 # a lost placeholder is placed again this soon
 ANSWERING = "081234567801"          # the carrier answers this one
 REFUSING = "089900000002"           # and refuses numbers starting 0899
 TO_AGENT = "0"                      # main menu: talk to an agent
@@ -77,7 +78,7 @@ def settings(membership_url, sounds, tmp_path_factory) -> Settings:  # noqa: F81
         call_records=str(EVIDENCE / "calls-waiting.jsonl"), state_db=str(tmp / "state.sqlite3"),
         store_db=str(tmp / "store.sqlite3"), sounds_dir=str(sounds), lockout_salt="test-salt",
         desk_host="127.0.0.1", desk_port=0, callback_offer_after=0.0, wait_stay_at=1,
-        callback_attempts=2, callback_retry_seconds=2.0)
+        callback_attempts=2, callback_retry_seconds=2.0, callback_watch_seconds=WATCH_SECONDS)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -225,18 +226,22 @@ async def test_three_callers_hear_their_places_and_the_callback_keeps_the_second
     await until(lambda: carrier.invites, "the carrier receives the callback", 30)
     (invite,) = carrier.invites
     assert invite.number == ANSWERING and invite.answered
-    # the callback's queue row: taken by agent1, who was connected before the number was
-    # dialled (its final result, "answered" after the agent's leg ends, is not asserted:
-    # it sometimes stays "callback", a known defect noted on issue 13)
-    await until_async(lambda: queue_answered_by(desk, second_id, "agent1"),
-                      "the callback's queue row is taken by agent1", 60)
+    # the queue row says "answered" by agent1 once the agent's leg of the callback has
+    # ended, and agent1 was connected before the number was dialled
+    await until_async(lambda: queue_result(desk, second_id, "answered"),
+                      "the callback's queue row is answered", 60)
     queue = await desk.store.get_queue(second_id)
+    assert queue["answered_by"] == "agent1"
     answered_at = datetime.fromisoformat(queue["joined_at"]).timestamp() + queue["waited_s"]
     assert answered_at < invite.at
     await until_async(lambda: callback_status(desk, callback["id"], "completed"),
                       "the callback is completed", 30)
     done = await desk.store.get_callback(callback["id"])
-    assert [a["result"] for a in done["attempts"]] == ["answer"]
+    assert [a["result"] for a in done["attempts"]] == ["answer"]     # placed once, never again
+    # the board shows how it ended
+    await until(lambda: board_callback(desk, callback["id"])["status"] == "completed",
+                "the board shows the callback completed", 15)
+    assert [a["result"] for a in board_callback(desk, callback["id"])["attempts"]] == ["answer"]
 
 
 async def callback_status(desk, callback_id: str, status: str) -> bool:
@@ -244,9 +249,14 @@ async def callback_status(desk, callback_id: str, status: str) -> bool:
     return callback is not None and callback["status"] == status
 
 
-async def queue_answered_by(desk, call_id: str, agent: str) -> bool:
+async def queue_result(desk, call_id: str, result: str) -> bool:
     queue = await desk.store.get_queue(call_id)
-    return queue is not None and queue["answered_by"] == agent and queue["waited_s"] is not None
+    return queue is not None and queue["result"] == result
+
+
+def board_callback(desk, callback_id: str) -> dict:
+    """The callback as the desk's queue board shows it ({} when it is not there)."""
+    return next((c for c in desk.queue()["callbacks"] if c["id"] == callback_id), {})
 
 
 async def until_async(predicate, what: str, seconds: float = 20.0) -> None:
@@ -258,6 +268,8 @@ async def until_async(predicate, what: str, seconds: float = 20.0) -> None:
 
 async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
         stack, sandbox, carrier):
+    """Also: its placeholder lost in Asterisk (hung up there: as after the queue's timeout
+    or a restart) is placed again, in its place, without counting an attempt."""
     url, desk, app, agent = stack
     await agent.post("/api/me/state", {"state": "paused", "reason": "break"})
     before = len(carrier.invites)
@@ -266,6 +278,20 @@ async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
     assert report.final["Route"] == "callback"
     (callback,) = await desk.store.callbacks(report.route["CallId"])
     assert "wait-no-estimate" in caller.played()        # nobody taking calls: no figure
+    await until_async(lambda: placeholders(sandbox), "the placeholder waits in Asterisk", 30)
+    await until(lambda: board_callback(desk, callback["id"]).get("status") == "queued",
+                "the board shows the callback waiting in line", 15)
+    lost = await placeholders(sandbox)
+    for channel in lost:
+        sandbox.cli(f"channel request hangup {channel}")
+
+    async def placed_again() -> bool:
+        now = await placeholders(sandbox)
+        return bool(now) and now != lost
+    await until_async(placed_again, "the watchdog places the callback again", 30)
+    again = await desk.store.get_callback(callback["id"])
+    assert again["status"] == "queued" and again["attempts"] == []
+    assert again["joined_at"] == callback["joined_at"]
     status, _ = await agent.post("/api/me/state", {"state": "ready"})
     wrapping = asyncio.create_task(wrap_up_when_asked(agent, desk, lambda: False))
     try:
@@ -277,6 +303,18 @@ async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
     failed = await desk.store.get_callback(callback["id"])
     assert [a["result"] for a in failed["attempts"]] == ["busy", "busy"]
     assert [i.number for i in carrier.invites[before:]] == [REFUSING, REFUSING]
+    await until(lambda: board_callback(desk, callback["id"]).get("status") == "failed",
+                "the board shows the callback failed", 15)
+    shown = board_callback(desk, callback["id"])
+    assert [a["result"] for a in shown["attempts"]] == ["busy", "busy"]
+    assert shown["number_masked"] == "0899*****002" and REFUSING not in json.dumps(desk.queue())
+
+
+async def placeholders(sandbox: Sandbox) -> list[str]:
+    """The callback placeholders' queue halves now in Asterisk (channel names)."""
+    lines = (await asyncio.to_thread(sandbox.cli, "core show channels concise")).splitlines()
+    return sorted(line.split("!", 1)[0] for line in lines
+                  if line.startswith("Local/queue@waiting-callback-") and ";2!" in line)
 
 
 async def test_on_a_public_holiday_no_queue_only_the_callback_for_the_next_period(

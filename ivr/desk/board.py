@@ -232,6 +232,12 @@ class QueueBoard:
             return []
         entry = self._caller(event, create=False)
         call_id = entry.call_id if entry else self._call_id_of(event)
+        if not call_id:
+            # No caller fields: the caller's channel was gone before the queue looked it
+            # up (apps/app_queue.c sends the event "incomplete"; a callback placeholder
+            # ends at once). The agent's leg inherited IVR_CALL_ID; else its one call.
+            call_id = self._call_id_of(event, "Dest") or member.on_call or member.ringing or ""
+            entry = self.entry(call_id) if call_id else None
         if call_id and member.on_call == call_id or (
                 member.on_call is None and member.in_call and event["Event"] == "AgentComplete"):
             member.on_call = None      # (InCall without a call id: connected before a resync)
@@ -332,12 +338,14 @@ class QueueBoard:
             del self._offered[entry.uniqueid]
 
     @staticmethod
-    def _call_id_of(event: dict) -> str:
-        variables = event.get("ChanVariables")
+    def _call_id_of(event: dict, prefix: str = "") -> str:
+        """IVR_CALL_ID of the event's caller channel (``prefix`` "Dest": of the agent's
+        leg, which inherits it), else that channel's Uniqueid."""
+        variables = event.get(prefix + "ChanVariables")
         call_id = variables.get("IVR_CALL_ID") if isinstance(variables, dict) else None
         if isinstance(call_id, str) and _CALL_ID.fullmatch(call_id):
             return call_id
-        return _text(event.get("Uniqueid"))
+        return _text(event.get(prefix + "Uniqueid")) if not prefix else ""
 
     @staticmethod
     def _learn(entry: Entry, variables) -> None:
