@@ -13,7 +13,6 @@ variables on every channel event.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 
@@ -24,7 +23,7 @@ from dialplan.sandbox import Sandbox
 from ivr.desk.ami import IVR_VARIABLES, AmiLink
 from ivr.desk.board import QueueBoard
 
-from .test_asterisk import PORT_SHIFT, in_use
+from .asterisk_sandbox import PORT_SHIFT, running_sandbox
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,21 +36,12 @@ AGENT_INTERFACE = "Local/report@agent/n"
 
 @pytest.fixture(scope="module")
 def sandbox():
-    env = {k: v for k, v in os.environ.items()
-           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
-    box = Sandbox(name="ami", agi_address=f"127.0.0.1:{14573 + PORT_SHIFT}",
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  desk_ami_secret="ami-test-secret", rtp_ports=RTP_PORTS, env=env)
-    with in_use(box):
-        box.down()
-        box.up(timeout=120)
+    with running_sandbox("ami", agi_address=f"127.0.0.1:{14573 + PORT_SHIFT}",
+                         sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
+                         desk_ami_secret="ami-test-secret", rtp_ports=RTP_PORTS) as box:
         assert "channelvars = " + ",".join(IVR_VARIABLES) in (
             box.host_path(box.layout.config) / "manager.conf").read_text()
-        try:
-            yield box
-        finally:
-            box.down()
-            assert box.status() == "down"
+        yield box
 
 
 class Watch:

@@ -25,13 +25,10 @@ AMI, while the test watches the AGI commands of the call).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +49,7 @@ from ivr.privacy import mask_caller
 from prompts import load_catalog
 from prompts.render import check, load_durations, render
 
+from .asterisk_sandbox import PORT_SHIFT, running_sandbox
 from .conftest import EVIDENCE, reference_service
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -62,7 +60,6 @@ SIP_SCENARIO = REPO / "tests" / "sip" / "hotline-caller.xml"
 # Fixed ports for the test instance, away from a developer's sandbox (5060, 5038) and
 # `ivr serve` (4573). IVR_TEST_PORT_SHIFT moves them all (and the RTP range), so that two
 # checkouts can each run their own test instance (with their own IVR_ASTERISK_ROOT).
-PORT_SHIFT = int(os.environ.get("IVR_TEST_PORT_SHIFT", "0"))
 AGI_PORT, SIP_PORT, AMI_PORT = (14573 + PORT_SHIFT, 15060 + PORT_SHIFT, 15038 + PORT_SHIFT)
 RTP_PORTS = f"{20000 + 2000 * (PORT_SHIFT // 100)}-{21998 + 2000 * (PORT_SHIFT // 100)}"
 MEDIA_PORT = 16000 + PORT_SHIFT     # sipp's own RTP ports (several runs: +10, +20, ...)
@@ -95,45 +92,14 @@ def sounds(tmp_path_factory) -> Path:
     return out
 
 
-@contextlib.contextmanager
-def in_use(box: Sandbox, wait: float = 900):
-    """The test instance for this session alone: another test session (another worker or
-    developer on this machine) waits here until this one has brought it down."""
-    box.root.parent.mkdir(parents=True, exist_ok=True)   # a fresh machine has no cache yet
-    with open(box.root.with_name(f"{box.root.name}.{box.name}.in-use"), "w") as lock:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the {box.name!r} Asterisk stayed in use by another "
-                                f"test session for {wait} s")
-                time.sleep(1)
-        yield
-
-
 @pytest.fixture(scope="module")
 def sandbox(sounds):
-    env = {k: v for k, v in os.environ.items()
-           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
-    box = Sandbox(name="test", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, verbose=3, env=env)
-    with in_use(box):
-        box.down()                      # left running by an interrupted session: start afresh
-        box.full_log.unlink(missing_ok=True)          # this module's calls only
-        box.up(timeout=120)
+    with running_sandbox("test", evidence="asterisk-full.log", sounds_dir=sounds,
+                         agi_address=f"127.0.0.1:{AGI_PORT}", sip_address=f"127.0.0.1:{SIP_PORT}",
+                         ami_port=AMI_PORT, rtp_ports=RTP_PORTS, verbose=3) as box:
         box.cli(f"queue add member {REPORT_AGENT} to agents penalty 1")
         assert "Local/report@agent/n" in box.cli("queue show agents")
-        try:
-            yield box
-        finally:
-            box.down()
-            assert box.status() == "down"
-            # Asterisk's log of the test calls, for the privacy test.
-            shutil.copyfile(box.full_log, EVIDENCE / "asterisk-full.log")
+        yield box
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

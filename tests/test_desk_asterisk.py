@@ -9,9 +9,7 @@ real headless Chromium logged in as an agent shows the pop of a real transferred
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,6 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from dialplan.sandbox import Sandbox
 from ivr.app import running_server
 from ivr.config import Settings
 from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
@@ -29,7 +26,8 @@ from selenium.webdriver.common.by import By
 
 from .conftest import EVIDENCE
 from .test_desk_browser import browser, screenshot, shown, text, wait_for  # noqa: F401
-from .test_asterisk import ACTIVE, PORT_SHIFT, in_use, sounds, status_call  # noqa: F401
+from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .test_asterisk import ACTIVE, sounds, status_call  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -42,22 +40,12 @@ ASKS_FOR_AN_AGENT = status_call(*ACTIVE) + "WWW0"   # status, then 0 while it pl
 
 @pytest.fixture(scope="module")
 def sandbox(sounds):  # noqa: F811
-    env = {k: v for k, v in os.environ.items()
-           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
-    box = Sandbox(name="desk", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, agent_password=PASSWORD, env=env)
-    with in_use(box):
-        box.down()
-        box.full_log.unlink(missing_ok=True)
-        box.up(timeout=120)
+    with running_sandbox("desk", evidence="asterisk-desk-full.log", sounds_dir=sounds,
+                         agi_address=f"127.0.0.1:{AGI_PORT}", sip_address=f"127.0.0.1:{SIP_PORT}",
+                         ami_port=AMI_PORT, rtp_ports=RTP_PORTS,
+                         agent_password=PASSWORD) as box:
         box.cli(f"dialplan set global IVR_DEMO_AGENT_HOLD {AGENT_HOLD}")
-        try:
-            yield box
-        finally:
-            box.down()
-            with contextlib.suppress(FileNotFoundError):
-                (EVIDENCE / "asterisk-desk-full.log").write_bytes(box.full_log.read_bytes())
+        yield box
 
 
 @pytest.fixture(scope="module")

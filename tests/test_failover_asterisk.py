@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import replace
 
 import pytest
 import pytest_asyncio
 
-from dialplan.sandbox import Sandbox
 from ivr.app import running_server
 from ivr.config import Settings
 
 from .conftest import EVIDENCE
-from .test_asterisk import PORT_SHIFT, in_use, read_records, sounds  # noqa: F401
+from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .test_asterisk import read_records, sounds  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -29,21 +28,10 @@ SERVERS = f"127.0.0.1:{FIRST}&127.0.0.1:{SECOND}"
 
 @pytest.fixture(scope="module")
 def sandbox(sounds):  # noqa: F811
-    env = {k: v for k, v in os.environ.items()
-           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
-    box = Sandbox(name="failover", sounds_dir=sounds, agi_address=SERVERS,
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, env=env)
-    with in_use(box):
-        box.down()
-        box.full_log.unlink(missing_ok=True)
-        box.up(timeout=120)
-        try:
-            yield box
-        finally:
-            box.down()
-            with contextlib.suppress(FileNotFoundError):
-                (EVIDENCE / "asterisk-failover-full.log").write_bytes(box.full_log.read_bytes())
+    with running_sandbox("failover", evidence="asterisk-failover-full.log", sounds_dir=sounds,
+                         agi_address=SERVERS, sip_address=f"127.0.0.1:{SIP_PORT}",
+                         ami_port=AMI_PORT, rtp_ports=RTP_PORTS) as box:
+        yield box
 
 
 def server_settings(name: str, port: int, membership_url: str, sounds, tmp) -> Settings:  # noqa: F811

@@ -13,9 +13,7 @@ callback is offered and scheduled for the next staffed period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -32,7 +30,8 @@ from ivr.waiting.hours import StaffedHours, indonesian_holiday
 
 from .conftest import EVIDENCE
 from .sip_carrier import start_carrier
-from .test_asterisk import PORT_SHIFT, in_use, sounds  # noqa: F401
+from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .test_asterisk import sounds  # noqa: F401
 from .test_desk_asterisk import PASSWORD, Agent, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -50,24 +49,13 @@ TO_AGENT = "0"                      # main menu: talk to an agent
 
 @pytest.fixture(scope="module")
 def sandbox(sounds):  # noqa: F811
-    env = {k: v for k, v in os.environ.items()
-           if k in ("IVR_ASTERISK_ROOT", "IVR_DEBIAN_MIRROR")}
-    env.update({"IVR_WAIT_ANNOUNCE_SECONDS": str(ANNOUNCE_SECONDS),
-                "IVR_CALLBACK_RING_SECONDS": "5"})
-    box = Sandbox(name="waiting", sounds_dir=sounds, agi_address=f"127.0.0.1:{AGI_PORT}",
-                  sip_address=f"127.0.0.1:{SIP_PORT}", ami_port=AMI_PORT,
-                  rtp_ports=RTP_PORTS, agent_password=PASSWORD,
-                  carrier_address=f"127.0.0.1:{CARRIER_PORT}", env=env)
-    with in_use(box):
-        box.down()
-        box.full_log.unlink(missing_ok=True)
-        box.up(timeout=120)
-        try:
-            yield box
-        finally:
-            box.down()
-            with contextlib.suppress(FileNotFoundError):
-                (EVIDENCE / "asterisk-waiting-full.log").write_bytes(box.full_log.read_bytes())
+    with running_sandbox("waiting", evidence="asterisk-waiting-full.log", sounds_dir=sounds,
+                         agi_address=f"127.0.0.1:{AGI_PORT}", sip_address=f"127.0.0.1:{SIP_PORT}",
+                         ami_port=AMI_PORT, rtp_ports=RTP_PORTS, agent_password=PASSWORD,
+                         carrier_address=f"127.0.0.1:{CARRIER_PORT}",
+                         env={"IVR_WAIT_ANNOUNCE_SECONDS": str(ANNOUNCE_SECONDS),
+                              "IVR_CALLBACK_RING_SECONDS": "5"}) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")
