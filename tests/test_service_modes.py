@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 from ivr.app import running_server
 from ivr.emulator import place_call
