@@ -29,6 +29,8 @@ from typing import Iterable
 
 import aiosqlite
 
+from .sqlite_wal import open_wal
+
 # A usable caller number: digits, optionally after "+", long enough to be a phone's.
 _USABLE_CALLER = re.compile(r"\+?\d{5,20}")
 ANONYMOUS = "anonymous"
@@ -142,13 +144,9 @@ class LockoutStore(Lockout):
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
         # WAL: readers never wait for a writer, and several worker processes (ivr serve
-        # --workers) share the file; NORMAL: a commit is not an fsync (a power cut may lose
-        # the last failures counted, never corrupt the store).
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.executescript(_SCHEMA)
+        # --workers) share the file.
+        self._db = await open_wal(self.path, _SCHEMA)
         if not self._salt:
             rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = 'salt'")
             if not rows:

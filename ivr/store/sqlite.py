@@ -16,6 +16,7 @@ from typing import AsyncIterator
 
 import aiosqlite
 
+from ..sqlite_wal import open_wal
 from . import StoreUnavailable
 from .rows import (BOARD_LIMIT, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
                    callback_out, canonical, check_callback, check_card, check_status,
@@ -129,20 +130,11 @@ class SqliteStore:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path, isolation_level=None)
+            # A commit is not an fsync (NORMAL): a power cut may lose the last batches
+            # forwarded, with their offset, so they are forwarded again: nothing is lost.
+            self._db = await open_wal(self.path, _SCHEMA, busy_ms=BUSY_MS, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open the SQLite store: {exc}") from exc
-        try:
-            await db.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-            # NORMAL: a commit is not an fsync; a power cut may lose the last batches
-            # forwarded, with their offset, so they are forwarded again: nothing is lost.
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            await db.close()
-            raise StoreUnavailable(f"cannot prepare the SQLite store: {exc}") from exc
-        self._db = db
 
     async def close(self) -> None:
         if self._db is not None:
