@@ -28,6 +28,7 @@ from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
 from .metrics import Metrics, serve_metrics
 from .service_modes import ServiceModes, ServiceState
+from .signals import on_stop_signals
 from .names import INHERITED, Outcome, Reason, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
@@ -302,8 +303,7 @@ async def serve_until_stopped(settings: Settings, on_ready: Callable[[AgiServer]
             running[0].hurry()
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_or_hurry)
+    on_stop_signals(stop_or_hurry)
     try:
         async with running_server(settings, reuse_port=reuse_port) as (server, app), \
                 (beside() if beside else contextlib.nullcontext()):

@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 
 from .config import Settings
+from .signals import stop_event
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,8 @@ async def _serve_worker(settings: Settings, index: int, ready) -> None:
 
 
 async def _supervise(settings: Settings, workers: int) -> int:
-    stop = asyncio.Event()
+    stop = stop_event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     runner = None
     processes: list = []
 

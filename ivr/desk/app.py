@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import sys
 from typing import AsyncIterator, Callable
 
 from ..config import Settings
 from ..exposure import InsecureConfiguration, ensure_desk_safe
+from ..signals import stop_event
 from ..store import open_store
 from ..waiting.scheduler import CallbackScheduler
 from .accounts import Accounts
@@ -73,10 +73,7 @@ async def running_desk(settings: Settings, *, accounts: Accounts | None = None,
 
 async def serve_desk_until_stopped(settings: Settings, on_ready: Callable[[str], None],
                                    accounts: Accounts | None = None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     async with running_desk(settings, accounts=accounts) as (url, _desk):
         on_ready(url)
         await stop.wait()

@@ -11,13 +11,13 @@ import asyncio
 import hmac
 import json
 import logging
-import signal
 from pathlib import Path
 
 import aiosqlite
 from aiohttp import web
 
 from ..config import Settings
+from ..signals import stop_event
 from . import demo
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,7 @@ async def run_reference_service(host: str, port: int, db_path: str, token: str =
 
 
 async def _serve(host: str, port: int, db_path: str, token: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     runner = await run_reference_service(host, port, db_path, token)
     try:
         address = runner.addresses[0]
