@@ -563,6 +563,11 @@ def write_results(results: dict, text: str, path: Path = RESULTS) -> None:
         + ("The generator was saturated before raw: raw's figure is a floor, and the ratio "
            "to raw per CPU-second is the fairer one." if raw.get("generator_cpu_pct", 0) >= 90
            else "The generator was not the bottleneck."),
+        "- *ratios* compare commands/s over the same sequences. The baselines only replay; "
+        "the hotline also does its per-call work (the call record, the membership look-up "
+        "over HTTP, the lockout store), which weighs more per command since entries are "
+        "collected in a few commands each (the status path took 73 commands before "
+        "2026-12-01): read CPU/call and calls/s beside them.",
         "",
     ]
     prof = results.get("profile")
