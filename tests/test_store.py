@@ -340,7 +340,12 @@ async def test_the_board_shows_open_callbacks_and_those_ended_lately(store):
     assert [a["result"] for a in board[0]["attempts"]] == ["answer"]
     # an ended callback stays on the board only as long as asked
     assert "old" in [c["id"] for c in await store.callbacks_board(ago(minutes=60))]
-    assert [c["id"] for c in await store.callbacks_board(since, limit=1)] == ["done"]
+    # more than the board holds: every open one first, then the latest ended
+    assert [c["id"] for c in await store.callbacks_board(since, limit=2)] == ["later", "waiting"]
+    await store.callback_set("later", "failed")
+    assert [c["id"] for c in await store.callbacks_board(since, limit=2)] == ["later", "waiting"]
+    assert [c["id"] for c in await store.callbacks_board(ago(minutes=60), limit=3)] == [
+        "done", "later", "waiting"]                 # "old" ended before the other two
 
 
 async def test_a_callback_needs_a_real_number_and_status(store):

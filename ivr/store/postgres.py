@@ -13,9 +13,10 @@ from typing import AsyncIterator
 import asyncpg
 
 from . import StoreUnavailable
-from .rows import (BOARD_LIMIT, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
-                   callback_out, check_callback, check_card, check_status, check_text, iso, now,
-                   parse_time, queue_out, record_out, record_row, since, stats_out)
+from .rows import (BOARD_LIMIT, BOARD_ORDER, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS,
+                   SERVICE_AUDIT, STATS_LIMIT, callback_out, check_callback, check_card,
+                   check_status, check_text, iso, now, parse_time, queue_out, record_out,
+                   record_row, since, stats_out)
 
 POOL_SIZE = 4
 CONNECT_SECONDS = 5.0
@@ -363,8 +364,8 @@ class PostgresStore:
         """Callbacks still to be made (scheduled, queued) and those ended since
         ``since_at``: the desk's queue board."""
         return await self._callbacks(
-            "id IN (SELECT id FROM callbacks WHERE status IN ('scheduled', 'queued') "
-            "OR updated_at >= $1 ORDER BY joined_at LIMIT $2)", parse_time(since_at), int(limit))
+            f"id IN (SELECT id FROM callbacks WHERE status IN ('scheduled', 'queued') "
+            f"OR updated_at >= $1 {BOARD_ORDER} LIMIT $2)", parse_time(since_at), int(limit))
 
     async def queue_stats(self, since_at: str) -> dict:
         rows = await self._fetch(

@@ -131,7 +131,11 @@ def queue_out(joined: datetime | None, answered: datetime | None, left: datetime
 # waits in the agents' queue in the caller's place; completed / failed: final.
 CALLBACK_STATUSES = frozenset({"scheduled", "queued", "completed", "failed"})
 STATS_LIMIT = 1000      # answered calls read for the queue statistics at most
-BOARD_LIMIT = 500       # callbacks on the desk's queue board at most
+BOARD_LIMIT = 200       # callbacks on the desk's queue board at most
+# Which callbacks the board keeps when there are more: every open one first (earliest first
+# join first), then those ended most lately.
+BOARD_ORDER = ("ORDER BY CASE WHEN status IN ('scheduled', 'queued') THEN 0 ELSE 1 END, "
+               "CASE WHEN status IN ('scheduled', 'queued') THEN joined_at END, updated_at DESC")
 
 
 def check_callback(callback: dict) -> tuple:

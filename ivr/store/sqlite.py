@@ -18,10 +18,10 @@ import aiosqlite
 
 from ..sqlite_wal import open_wal
 from . import StoreUnavailable
-from .rows import (BOARD_LIMIT, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS, SERVICE_AUDIT, STATS_LIMIT,
-                   callback_out, canonical, check_callback, check_card, check_status,
-                   check_text, iso, now, parse_time, queue_out, record_out, record_row, since,
-                   stats_out)
+from .rows import (BOARD_LIMIT, BOARD_ORDER, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS,
+                   SERVICE_AUDIT, STATS_LIMIT, callback_out, canonical, check_callback,
+                   check_card, check_status, check_text, iso, now, parse_time, queue_out,
+                   record_out, record_row, since, stats_out)
 
 BUSY_MS = 5000
 
@@ -369,8 +369,8 @@ class SqliteStore:
         """Callbacks still to be made (scheduled, queued) and those ended since
         ``since_at``: the desk's queue board."""
         return await self._callbacks(
-            "id IN (SELECT id FROM callbacks WHERE status IN ('scheduled', 'queued') "
-            "OR updated_at >= ? ORDER BY joined_at LIMIT ?)", (canonical(since_at), int(limit)))
+            f"id IN (SELECT id FROM callbacks WHERE status IN ('scheduled', 'queued') "
+            f"OR updated_at >= ? {BOARD_ORDER} LIMIT ?)", (canonical(since_at), int(limit)))
 
     async def queue_stats(self, since_at: str) -> dict:
         rows = await self._fetch(

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 BOARD_SECONDS = 5.0                          # the board's list read again this often
 BOARD_HOURS = 12                             # ended callbacks stay on the board this long
+WATCH_LIMIT = 100_000                        # queued callbacks the watchdog looks at, at most
 ORIGINATE_TIMEOUT_MS = 4 * 3600 * 1000      # how long a placeholder may wait for an agent
 _ID = re.compile(r"[0-9a-f]{32}")
 _STATUS = re.compile(r"[A-Z]{1,20}")
@@ -149,8 +150,10 @@ class CallbackScheduler:
     async def watch(self) -> list[str]:
         """Place again the callbacks queued for longer than ``watch_seconds`` whose
         placeholder Asterisk no longer has. Returns their ids."""
-        since = self.clock() - timedelta(seconds=self.watch_seconds)
-        queued = [c for c in await self.store.callbacks_board(since.isoformat())
+        now = self.clock()
+        since = now - timedelta(seconds=self.watch_seconds)
+        # (the board's query from now on: the open callbacks, all of them)
+        queued = [c for c in await self.store.callbacks_board(now.isoformat(), WATCH_LIMIT)
                   if c["status"] == "queued"
                   and datetime.fromisoformat(c["updated_at"]) <= since]
         if not queued:
