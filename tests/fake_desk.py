@@ -107,9 +107,13 @@ class FakeDesk:
         self.callbacks = [dict(c) for c in callbacks]
         self._broadcast("queue", self.queue())
 
-    def set_waiting(self, entries: list[dict]) -> None:
+    def set_waiting(self, entries: list[dict], callbacks_unchanged: bool = False) -> None:
+        """``callbacks_unchanged``: the update leaves them out, as the hub does."""
         self.waiting = [dict(e) for e in entries]
-        self._broadcast("queue", self.queue())
+        update = self.queue()
+        if callbacks_unchanged:
+            del update["callbacks"]
+        self._broadcast("queue", update)
 
     def ring(self, agent_id: str, call_id: str, kind: str | None = None) -> None:
         self._agent(agent_id).update(state="ringing", call_id=call_id)

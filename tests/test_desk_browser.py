@@ -184,6 +184,12 @@ def test_the_agent_logs_in_gets_a_pop_and_wraps_up(served, browser):
     assert "busy" in attempts[0] and "no answer" in attempts[1] and "unreachable" in attempts[2]
     assert cells[3][2] == "completed" and cells[3][3].startswith("1. answered ")
     assert text(driver, "callbacks-count").lower() == "(2 open)" and not shown(driver, "callbacks-empty")
+    # a queue update without them (unchanged) keeps them on the page
+    served.do("set_waiting", waiting_entries()[:2], True)
+    wait_for(driver, lambda: len(rows()) == 2)
+    assert len(callbacks()) == 4
+    served.do("set_waiting", waiting_entries())
+    wait_for(driver, lambda: len(rows()) == 3)
 
     # the pop: a verified caller the IVR transferred on request
     started = time.perf_counter()

@@ -194,7 +194,7 @@ async def test_a_dropped_asterisk_is_said_and_the_ready_agent_put_back(hub):
 
 
 async def test_callbacks_and_their_attempts_are_on_the_queue_board(hub):
-    desk, _ami, store = hub
+    desk, ami, store = hub
     stream = desk.subscribe("agent1")
     callback_id = "0123456789abcdef0123456789abcdef"
     await store.callback_create({"id": callback_id, "call_id": "call-9",
@@ -212,8 +212,14 @@ async def test_callbacks_and_their_attempts_are_on_the_queue_board(hub):
     # pushed to the agents' streams like any queue change
     pushed = []
     await until(lambda: pushed.extend(d for n, d in drain(stream) if n == "queue")
-                or any(d["callbacks"] for d in pushed), "a queue update with the callback")
+                or any(d.get("callbacks") for d in pushed), "a queue update with the callback")
     assert "081234567809" not in repr(pushed)
+    # later updates of the line leave them out while they stay the same
+    ami.caller_join(VERIFIED)
+    later = await until(lambda: [d for n, d in drain(stream) if n == "queue" and d["waiting"]],
+                        "the next queue update")
+    assert all("callbacks" not in d for d in later)
+    assert desk.queue()["callbacks"] == [shown]                   # /api/queue: always
 
 
 

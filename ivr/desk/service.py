@@ -94,6 +94,7 @@ class Desk:
         self._left: set[str] = set()
         self._member_changed = asyncio.Event()
         self._callbacks: list[dict] = []
+        self._callbacks_changed = False
         self._queue_dirty = False
         self._background = Background(log, "desk")
         self._pusher: asyncio.Task | None = None
@@ -285,7 +286,11 @@ class Desk:
             await asyncio.sleep(QUEUE_PUSH_SECONDS)
             if self._queue_dirty and self._streams:
                 self._queue_dirty = False
-                self._broadcast("queue", self.queue())
+                update = self.queue()
+                if not self._callbacks_changed:      # the pages keep the list they have
+                    del update["callbacks"]
+                self._callbacks_changed = False
+                self._broadcast("queue", update)
 
     # --- what the web service asks
 
@@ -319,9 +324,11 @@ class Desk:
 
     def set_callbacks(self, callbacks: list[dict]) -> None:
         """The callbacks still to be made and those ended lately, with their attempts
-        (the scheduler's ``board``): shown on the queue board under the waiting line."""
+        (the scheduler's ``board``): shown on the queue board under the waiting line.
+        A stream's queue updates carry them only when they changed (up to 200 of them,
+        they would weigh on every update of a busy line); /api/queue always does."""
         self._callbacks = callbacks
-        self._queue_dirty = True
+        self._callbacks_changed = self._queue_dirty = True
 
     async def logged_in(self, agent_id: str) -> None:
         self._send(agent_id, "me", self.me(agent_id))

@@ -227,7 +227,9 @@ function renderAsterisk(data) {
 // --- the queue board ----------------------------------------------------------------
 
 function renderQueue(data) {
-  queueSnapshot = { waiting: data.waiting || [], callbacks: data.callbacks || [], at: performance.now() };
+  // a queue update without "callbacks": they did not change
+  queueSnapshot = { waiting: data.waiting || [], callbacks: data.callbacks || queueSnapshot.callbacks,
+                    at: performance.now() };
   const agents = data.agents || {};
   $("count-ready").textContent = agents.ready ?? 0;
   $("count-on-call").textContent = agents.on_call ?? 0;
