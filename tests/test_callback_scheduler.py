@@ -158,3 +158,33 @@ async def test_the_board_shows_each_callback_and_its_attempts_without_the_number
     assert entry["status"] == "scheduled" and entry["number_masked"] == "0812*****801"
     assert [(a["n"], a["result"]) for a in entry["attempts"]] == [(1, "busy")]
     assert "081234567801" not in repr(shown)
+
+
+class SilentStatusAmi(RecordingAmi):
+    """Asterisk too slow to list its channels: the Status action times out."""
+
+    async def action_list(self, action: dict) -> list[dict]:
+        raise TimeoutError("no answer to Status in time")
+
+
+async def test_a_watchdog_that_cannot_ask_asterisk_never_holds_up_due_callbacks(store, caplog):
+    other = "f" * 32
+    await store.callback_create({"id": other, "call_id": "call-8", "number": "081234567808",
+                                 "number_masked": "0812*****808",
+                                 "joined_at": JOINED.isoformat(), "due_at": NOW.isoformat(),
+                                 "status": "queued"})          # long queued: to be looked for
+    ami = SilentStatusAmi()
+    scheduler = CallbackScheduler(store, ami, watch_seconds=60, poll=0.01, clock=later(61))
+    with caplog.at_level(logging.WARNING):
+        await scheduler.start()
+        try:
+            for _ in range(300):
+                if any(a.get("Action") == "Originate" for a in ami.actions):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await scheduler.stop()
+    (originate,) = [a for a in ami.actions if a.get("Action") == "Originate"]
+    assert f"__IVR_CALLBACK_ID={CB}" in originate["Variable"]
+    assert "lost placeholders not looked for" in caplog.text
+    assert (await store.get_callback(other))["status"] == "queued"     # left as it was

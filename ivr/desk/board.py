@@ -16,7 +16,9 @@ Field names are the ones Asterisk 22 sends (apps/app_queue.c, main/manager_chann
   the link reads them with Getvar).
 
 Asterisk sends QueueCallerLeave *before* AgentConnect when an agent answers, so a call
-being connected shows as ``ring_stopped`` for the agents it rang, then ``connected``.
+being connected shows as ``ring_stopped`` for the agents it rang, then ``connected``. It
+sends AgentComplete without any caller field when the caller's channel is already gone
+(a callback placeholder, the moment its agent hangs up): the agent's leg says which call.
 Anything malformed (a missing or non-numeric field) is skipped or taken as empty; ``apply``
 never raises on a peer's data.
 """

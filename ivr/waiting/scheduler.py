@@ -98,7 +98,7 @@ class CallbackScheduler:
                     continue
                 if loop.time() >= next_watch:
                     next_watch = loop.time() + self.watch_seconds
-                    await self.watch()
+                    await self._watch_quietly()
                 due = await self.store.callbacks_due(self.clock().isoformat())
             except Exception as exc:
                 log.warning("callbacks: store or Asterisk unavailable: %s",
@@ -177,6 +177,15 @@ class CallbackScheduler:
                             "timeout or a restart): placed again in its place",
                             callback["id"])
         return placed_again
+
+    async def _watch_quietly(self) -> None:
+        """The watchdog, its failure (Asterisk slow to list its channels) logged: the due
+        callbacks are placed all the same."""
+        try:
+            await self.watch()
+        except Exception as exc:
+            log.warning("callbacks: lost placeholders not looked for: %s",
+                        exc or type(exc).__name__)
 
     async def _live_callbacks(self) -> set[str]:
         """The callback ids on Asterisk's channels now (both halves of a placeholder and
