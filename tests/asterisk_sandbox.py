@@ -7,11 +7,13 @@ import contextlib
 import fcntl
 import os
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from dialplan.sandbox import Sandbox
+from ivr.config import Settings
 
 from .conftest import EVIDENCE
 
@@ -57,3 +59,16 @@ def running_sandbox(name: str, *, evidence: str | None = None, env: dict | None 
             if evidence:
                 with contextlib.suppress(FileNotFoundError):
                     (EVIDENCE / evidence).write_bytes(box.full_log.read_bytes())
+
+
+def ivr_settings(name: str, membership_url: str, sounds: Path, tmp: Path, **overrides
+                 ) -> Settings:
+    """A FastAGI server's settings for these tests: its own lockout state and store in
+    ``tmp``, its call records in the evidence folder (``calls-<name>.jsonl``)."""
+    values = dict(agi_host="127.0.0.1", agi_port=0, membership_url=membership_url,
+                  call_records=str(EVIDENCE / f"calls-{name}.jsonl"),
+                  state_db=str(tmp / f"state-{name}.sqlite3"), sounds_dir=str(sounds),
+                  store_db=str(tmp / f"store-{name}.sqlite3"),
+                  lockout_salt="test-salt")
+    values.update(overrides)
+    return Settings.from_env({}, **values)

@@ -3,7 +3,9 @@ server on an ephemeral port, and one folder where every log line and call record
 during the suite ends up (``test_zz_privacy`` reads them all)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 from dataclasses import replace
 import os
 import socket
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ivr.config import Settings
+from ivr.lockout import LockoutStore
 from ivr.privacy import configure_logging
 
 # Everything the suite writes that could hold personal data lands here.
@@ -30,6 +33,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def until(predicate, what: str, seconds: float = 20.0, every: float = 0.05):
+    """Wait until ``predicate()`` (a function, or one returning an awaitable) gives
+    something true, and return it; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = predicate()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(every)
+
+
+@pytest.fixture
+async def lockout():
+    """The lockout counts in memory, with the flow tests' limits."""
+    store = LockoutStore(":memory:", identifier_limit=5, caller_limit=10, window_hours=24,
+                         salt="test-salt")
+    await store.open()
+    yield store
+    await store.close()
 
 
 def wait_http(url: str, seconds: float = 20.0) -> None:

@@ -49,7 +49,7 @@ from ivr.privacy import mask_caller
 from prompts import load_catalog
 from prompts.render import check, load_durations, render
 
-from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .asterisk_sandbox import PORT_SHIFT, ivr_settings, running_sandbox
 from .conftest import EVIDENCE, reference_service
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -110,18 +110,6 @@ async def ami_events(sandbox):
         manager.register_event("UserEvent", lambda _m, event: events.append(
             event_fields(event)))
         yield events
-
-
-def ivr_settings(name: str, membership_url: str, sounds: Path, tmp: Path, **overrides
-                 ) -> Settings:
-    """One FastAGI server's settings: fresh lockout state, its own call-record file."""
-    values = dict(agi_host="127.0.0.1", agi_port=0, membership_url=membership_url,
-                  call_records=str(EVIDENCE / f"calls-asterisk-{name}.jsonl"),
-                  state_db=str(tmp / f"state-{name}.sqlite3"), sounds_dir=str(sounds),
-                  store_db=str(tmp / f"store-{name}.sqlite3"),
-                  lockout_salt="test-salt")
-    values.update(overrides)
-    return Settings.from_env({}, **values)
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -352,8 +340,8 @@ async def calls(sandbox, ami_events, membership_url, sounds, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("asterisk-calls")
 
     def settings(name: str, **overrides) -> Settings:
-        return ivr_settings(name, overrides.pop("membership_url", membership_url), sounds,
-                            tmp, **overrides)
+        return ivr_settings(f"asterisk-{name}", overrides.pop("membership_url", membership_url),
+                            sounds, tmp, **overrides)
 
     # The membership service, stopped: its URL now refuses connections.
     with reference_service() as url:

@@ -24,9 +24,9 @@ from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
 
 from selenium.webdriver.common.by import By
 
-from .conftest import EVIDENCE
+from .conftest import until
 from .test_desk_browser import browser, screenshot, shown, text, wait_for  # noqa: F401
-from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .asterisk_sandbox import PORT_SHIFT, ivr_settings, running_sandbox
 from .test_asterisk import ACTIVE, sounds, status_call  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -50,12 +50,8 @@ def sandbox(sounds):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def settings(membership_url, sounds, tmp_path_factory) -> Settings:  # noqa: F811
-    tmp = tmp_path_factory.mktemp("desk")
-    return Settings.from_env(
-        {}, agi_host="127.0.0.1", agi_port=AGI_PORT, membership_url=membership_url,
-        call_records=str(EVIDENCE / "calls-desk.jsonl"), state_db=str(tmp / "state.sqlite3"),
-        store_db=str(tmp / "store.sqlite3"), sounds_dir=str(sounds), lockout_salt="test-salt",
-        desk_host="127.0.0.1", desk_port=0)
+    return ivr_settings("desk", membership_url, sounds, tmp_path_factory.mktemp("desk"),
+                        agi_port=AGI_PORT, desk_host="127.0.0.1", desk_port=0)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -67,13 +63,6 @@ async def stack(sandbox, settings):
             running_desk(desk_settings, accounts=accounts) as (url, desk):
         await until(lambda: desk.asterisk == "up", "the desk logs in to AMI")
         yield url, desk, app
-
-
-async def until(predicate, what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.05)
 
 
 class Agent:

@@ -12,10 +12,8 @@ import pytest
 import pytest_asyncio
 
 from ivr.app import running_server
-from ivr.config import Settings
 
-from .conftest import EVIDENCE
-from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .asterisk_sandbox import PORT_SHIFT, ivr_settings, running_sandbox
 from .test_asterisk import read_records, sounds  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -34,18 +32,10 @@ def sandbox(sounds):  # noqa: F811
         yield box
 
 
-def server_settings(name: str, port: int, membership_url: str, sounds, tmp) -> Settings:  # noqa: F811
-    return Settings.from_env(
-        {}, agi_host="127.0.0.1", agi_port=port, membership_url=membership_url,
-        call_records=str(EVIDENCE / f"calls-failover-{name}.jsonl"),
-        state_db=str(tmp / f"state-{name}.sqlite3"), store_db=str(tmp / f"store-{name}.sqlite3"),
-        sounds_dir=str(sounds), lockout_salt="test-salt", drain_seconds=120)
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def two_servers(sandbox, membership_url, sounds, tmp_path):  # noqa: F811
-    settings = [server_settings(n, p, membership_url, sounds, tmp_path)
-                for n, p in (("first", FIRST), ("second", SECOND))]
+    settings = [ivr_settings(f"failover-{n}", membership_url, sounds, tmp_path, agi_port=p,
+                             drain_seconds=120) for n, p in (("first", FIRST), ("second", SECOND))]
     for s in settings:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(s.call_records)

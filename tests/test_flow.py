@@ -10,7 +10,6 @@ from ivr.call import CallerHungUp
 from ivr.dialog import Dialog
 from ivr.emulator import ScriptedCaller
 from ivr.hotline import CallState, FlowSettings, Hotline
-from ivr.lockout import LockoutStore
 from ivr.membership import Billing
 from ivr.names import Outcome, P, Reason
 from prompts import load_catalog
@@ -42,15 +41,6 @@ class Result:
 
     def count(self, prompt_id: str) -> int:
         return self.prompts.count(prompt_id)
-
-
-@pytest.fixture
-async def lockout():
-    store = LockoutStore(":memory:", identifier_limit=5, caller_limit=10, window_hours=24,
-                         salt="test-salt")
-    await store.open()
-    yield store
-    await store.close()
 
 
 @pytest.fixture

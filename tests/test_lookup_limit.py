@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ivr.dialog import Dialog
 from ivr.emulator import ScriptedCaller
 from ivr.hotline import FlowSettings, Hotline
-from ivr.lockout import LockoutStore
 from ivr.names import Outcome, P, Reason
 from prompts import load_catalog
 
@@ -52,15 +49,6 @@ class NotedMembership(FakeMembership):
     async def lookup(self, identifier, request_id):
         self.asked_at = asyncio.get_running_loop().time()
         return await super().lookup(identifier, request_id)
-
-
-@pytest.fixture
-async def lockout():
-    store = LockoutStore(":memory:", identifier_limit=5, caller_limit=10, window_hours=24,
-                         salt="test-salt")
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def run(lockout, delay: float):

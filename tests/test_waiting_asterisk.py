@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,11 +27,11 @@ from ivr.config import Settings
 from ivr.desk.app import demo_accounts, running_desk, sandbox_settings
 from ivr.waiting.hours import StaffedHours, indonesian_holiday
 
-from .conftest import EVIDENCE
+from .conftest import EVIDENCE, until
 from .sip_carrier import start_carrier
-from .asterisk_sandbox import PORT_SHIFT, running_sandbox
+from .asterisk_sandbox import PORT_SHIFT, ivr_settings, running_sandbox
 from .test_asterisk import sounds  # noqa: F401
-from .test_desk_asterisk import PASSWORD, Agent, until
+from .test_desk_asterisk import PASSWORD, Agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -60,13 +59,10 @@ def sandbox(sounds):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def settings(membership_url, sounds, tmp_path_factory) -> Settings:  # noqa: F811
-    tmp = tmp_path_factory.mktemp("waiting")
-    return Settings.from_env(
-        {}, agi_host="127.0.0.1", agi_port=AGI_PORT, membership_url=membership_url,
-        call_records=str(EVIDENCE / "calls-waiting.jsonl"), state_db=str(tmp / "state.sqlite3"),
-        store_db=str(tmp / "store.sqlite3"), sounds_dir=str(sounds), lockout_salt="test-salt",
-        desk_host="127.0.0.1", desk_port=0, callback_offer_after=0.0, wait_stay_at=1,
-        callback_attempts=2, callback_retry_seconds=2.0, callback_watch_seconds=WATCH_SECONDS)
+    return ivr_settings("waiting", membership_url, sounds, tmp_path_factory.mktemp("waiting"),
+                        agi_port=AGI_PORT, desk_host="127.0.0.1", desk_port=0,
+                        callback_offer_after=0.0, wait_stay_at=1, callback_attempts=2,
+                        callback_retry_seconds=2.0, callback_watch_seconds=WATCH_SECONDS)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -216,14 +212,14 @@ async def test_three_callers_hear_their_places_and_the_callback_keeps_the_second
     assert invite.number == ANSWERING and invite.answered
     # the queue row says "answered" by agent1 once the agent's leg of the callback has
     # ended, and agent1 was connected before the number was dialled
-    await until_async(lambda: queue_result(desk, second_id, "answered"),
-                      "the callback's queue row is answered", 60)
+    await until(lambda: queue_result(desk, second_id, "answered"),
+                "the callback's queue row is answered", 60)
     queue = await desk.store.get_queue(second_id)
     assert queue["answered_by"] == "agent1"
     answered_at = datetime.fromisoformat(queue["joined_at"]).timestamp() + queue["waited_s"]
     assert answered_at < invite.at
-    await until_async(lambda: callback_status(desk, callback["id"], "completed"),
-                      "the callback is completed", 30)
+    await until(lambda: callback_status(desk, callback["id"], "completed"),
+                "the callback is completed", 30)
     done = await desk.store.get_callback(callback["id"])
     assert [a["result"] for a in done["attempts"]] == ["answer"]     # placed once, never again
     # the board shows how it ended
@@ -247,13 +243,6 @@ def board_callback(desk, callback_id: str) -> dict:
     return next((c for c in desk.queue()["callbacks"] if c["id"] == callback_id), {})
 
 
-async def until_async(predicate, what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
         stack, sandbox, carrier):
     """Also: its placeholder lost in Asterisk (hung up there: as after the queue's timeout
@@ -266,7 +255,7 @@ async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
     assert report.final["Route"] == "callback"
     (callback,) = await desk.store.callbacks(report.route["CallId"])
     assert "wait-no-estimate" in caller.played()        # nobody taking calls: no figure
-    await until_async(lambda: placeholders(sandbox), "the placeholder waits in Asterisk", 30)
+    await until(lambda: placeholders(sandbox), "the placeholder waits in Asterisk", 30)
     await until(lambda: board_callback(desk, callback["id"]).get("status") == "queued",
                 "the board shows the callback waiting in line", 15)
     lost = await placeholders(sandbox)
@@ -276,15 +265,15 @@ async def test_a_callback_that_is_never_answered_fails_after_the_attempts(
     async def placed_again() -> bool:
         now = await placeholders(sandbox)
         return bool(now) and now != lost
-    await until_async(placed_again, "the watchdog places the callback again", 30)
+    await until(placed_again, "the watchdog places the callback again", 30)
     again = await desk.store.get_callback(callback["id"])
     assert again["status"] == "queued" and again["attempts"] == []
     assert again["joined_at"] == callback["joined_at"]
     status, _ = await agent.post("/api/me/state", {"state": "ready"})
     wrapping = asyncio.create_task(wrap_up_when_asked(agent, desk, lambda: False))
     try:
-        await until_async(lambda: callback_status(desk, callback["id"], "failed"),
-                          "the callback has failed", 120)
+        await until(lambda: callback_status(desk, callback["id"], "failed"),
+                    "the callback has failed", 120)
     finally:
         wrapping.cancel()
         await asyncio.gather(wrapping, return_exceptions=True)
