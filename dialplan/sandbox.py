@@ -218,8 +218,11 @@ class Sandbox:
             self._secrets[key] = secrets.token_urlsafe(18)
             self.secrets_file.parent.mkdir(parents=True, exist_ok=True)
             partial = self.secrets_file.with_suffix(".tmp")
-            partial.write_text(json.dumps(self._secrets, indent=1))
-            partial.chmod(0o600)
+            partial.unlink(missing_ok=True)
+            # created 0600: never readable by others, not even for a moment
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "w") as out:
+                out.write(json.dumps(self._secrets, indent=1))
             partial.replace(self.secrets_file)
         return self._secrets[key]
 
@@ -238,6 +241,11 @@ class Sandbox:
         """The demo agents' password, for the desk and the SIP softphones alike:
         IVR_AGENT_PASSWORD, else generated once and kept in secrets_file."""
         return self._secret("agent_password")
+
+    @property
+    def agent_password_given(self) -> bool:
+        """Set by the operator (IVR_AGENT_PASSWORD), not generated: never printed."""
+        return bool(self._given_secrets["agent_password"])
 
     # --- Host paths of things inside the root
 

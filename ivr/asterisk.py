@@ -92,8 +92,8 @@ def desk_beside(settings: Settings, sandbox):
     @contextlib.asynccontextmanager
     async def running():
         async with running_desk(desk_settings, accounts=accounts) as (url, _desk):
-            print(credentials_banner(url, desk_settings, accounts,
-                                     f"kept in {sandbox.secrets_file}"), flush=True)
+            kept_in = None if sandbox.agent_password_given else str(sandbox.secrets_file)
+            print(credentials_banner(url, desk_settings, accounts, kept_in), flush=True)
             yield
     return running
 

@@ -3,8 +3,12 @@ kept with mode 0600 and reused; the rendered configuration carries them."""
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 
 from dialplan.sandbox import SOURCE_DIR, Sandbox
+from ivr.config import Settings
+from ivr.desk.accounts import Accounts
+from ivr.desk.app import credentials_banner
 
 OLD_DEFAULTS = {"bpjs-sandbox", "agent-sandbox"}
 
@@ -48,6 +52,24 @@ def test_rendered_config_uses_the_instance_secrets(tmp_path):
     assert f"secret = {sandbox.desk_ami_secret}" in manager
     assert f"secret = {sandbox.ami_secret}" in manager
     assert not any(old in pjsip + manager for old in OLD_DEFAULTS)
+    # the test caller is known by its address only, and nothing is taken for the carrier
+    for endpoint in ("test-caller", "carrier"):
+        section = pjsip.split(f"[{endpoint}]\ntype = endpoint\n")[1].split("\n[")[0]
+        assert "identify_by = ip\n" in section, endpoint
     # the sandbox's AMI stays on loopback, and so does the desk's login
     assert "bindaddr = 127.0.0.1\n" in manager
     assert "permit = 127.0.0.1/255.255.255.255" in manager.split("[desk]")[1].split("[")[0]
+
+
+def test_the_banner_prints_a_generated_password_never_one_the_operator_set(tmp_path):
+    generated, given = box(tmp_path), box(tmp_path, name="two",
+                                          IVR_AGENT_PASSWORD="operator-set-secret-99")
+    assert not generated.agent_password_given and given.agent_password_given
+    accounts = Accounts.demo("x" * 20, interface="PJSIP/{agent}")
+    settings = Settings.from_env({})
+    shown = credentials_banner("http://127.0.0.1:8080", replace(
+        settings, agent_password=generated.agent_password), accounts, str(generated.secrets_file))
+    assert generated.agent_password in shown and str(generated.secrets_file) in shown
+    hidden = credentials_banner("http://127.0.0.1:8080", replace(
+        settings, agent_password=given.agent_password), accounts, None)
+    assert "operator-set-secret-99" not in hidden and "IVR_AGENT_PASSWORD" in hidden

@@ -98,18 +98,23 @@ def sandbox_settings(settings: Settings, sandbox) -> Settings:
                                agent_password=sandbox.agent_password)
 
 
-def credentials_banner(url: str, settings: Settings, accounts: Accounts, where: str) -> str:
+def credentials_banner(url: str, settings: Settings, accounts: Accounts,
+                       kept_in: str | None) -> str:
+    """The desk's address and its demo agents; their password only when it was generated
+    (``kept_in`` says where): one the operator set is never printed (logs keep stdout)."""
     agents = ", ".join(agent.id for agent in accounts)
     text = f"agent desk at {url}/ - agents {agents}"
-    if not settings.desk_agents:
-        text += f", password {settings.agent_password} ({where})"
-    return text
+    if settings.desk_agents:
+        return text
+    if kept_in is None:
+        return text + ", password as set in IVR_AGENT_PASSWORD"
+    return text + f", password {settings.agent_password} (kept in {kept_in})"
 
 
 def main(settings: Settings) -> int:
     """``ivr desk``: the desk alone, for an Asterisk that runs already. Without
     IVR_AMI_SECRET and IVR_AGENT_PASSWORD it uses the sandbox's (``ivr asterisk up``)."""
-    where = "IVR_AGENT_PASSWORD"
+    kept_in = None
     if not settings.ami_secret or not (settings.agent_password or settings.desk_agents):
         from dialplan.sandbox import Sandbox
         sandbox = Sandbox()
@@ -122,7 +127,8 @@ def main(settings: Settings) -> int:
         settings = dataclasses.replace(settings, ami_secret=given.ami_secret or settings.ami_secret,
                                        agent_password=given.agent_password
                                        or settings.agent_password)
-        where = f"kept in {sandbox.secrets_file}"
+        if not (given.agent_password or sandbox.agent_password_given):
+            kept_in = str(sandbox.secrets_file)
     try:
         ensure_desk_safe(settings)
     except InsecureConfiguration as exc:
@@ -130,6 +136,6 @@ def main(settings: Settings) -> int:
         return 2
     accounts = demo_accounts(settings)
     asyncio.run(serve_desk_until_stopped(
-        settings, lambda url: print(credentials_banner(url, settings, accounts, where),
+        settings, lambda url: print(credentials_banner(url, settings, accounts, kept_in),
                                     flush=True), accounts))
     return 0
