@@ -110,13 +110,16 @@ def test_ringing_connected_ended_for_the_right_agent_and_call(board):
         Change("ringing", "agent1", "c-a", board.entry("c-a"))]
     board.apply(agent("AgentCalled", a, "agent2"))
     assert board.members()["agent1"].ringing == "c-a" == board.members()["agent2"].ringing
-    # agent2 answers: Asterisk sends QueueCallerLeave, then AgentConnect
+    # agent2 answers: Asterisk sends QueueCallerLeave, then AgentConnect; the Leave alone
+    # stops no ring (agent2's page goes from ringing to connected, never to ready between)
     left = board.apply(leave(a, 1))
-    assert [(c.kind, c.agent) for c in left] == [
-        ("queue", None), ("ring_stopped", "agent1"), ("ring_stopped", "agent2")]
+    assert [(c.kind, c.agent) for c in left] == [("queue", None)]
+    assert board.members()["agent2"].ringing == "c-a"
     connected = board.apply(agent("AgentConnect", a, "agent2", ("HoldTime", "12"),
                                   ("RingTime", "3")))
-    assert [(c.kind, c.agent, c.call_id) for c in connected] == [("connected", "agent2", "c-a")]
+    assert [(c.kind, c.agent, c.call_id) for c in connected] == [
+        ("ring_stopped", "agent1", "c-a"), ("connected", "agent2", "c-a")]
+    assert board.ring_settled(a.uniqueid) == []                 # answered: nothing to settle
     assert connected[0].entry.uniqueid == a.uniqueid       # the caller's context is kept
     members = board.members()
     assert (members["agent2"].on_call, members["agent2"].ringing) == ("c-a", None)
@@ -185,6 +188,23 @@ def test_ring_no_answer_and_agent_dump(board):
     board.apply(leave(a, 1))
     board.apply(agent("AgentConnect", a, "agent2"))
     assert [c.kind for c in board.apply(agent("AgentDump", a, "agent2"))] == ["ended"]
+
+
+def test_a_caller_who_leaves_unanswered_stops_ringing_once_settled(board):
+    """The waiting loop's round ends while an agent is rung: no AgentConnect follows; the
+    desk settles the ring a moment later. Back in line by then: still rung."""
+    a, b = caller(1, IVR_CALL_ID="c-a"), caller(2, IVR_CALL_ID="c-b")
+    for c in (a, b):
+        board.apply(join(c, 1))
+        board.apply(agent("AgentCalled", c, "agent1" if c is a else "agent2"))
+        board.apply(leave(c, 1))
+    board.apply(join(b, 1))                                       # b re-entered the queue
+    assert [(c.kind, c.agent, c.call_id) for c in board.ring_settled(a.uniqueid)] == [
+        ("ring_stopped", "agent1", "c-a")]
+    assert board.members()["agent1"].ringing is None
+    assert board.ring_settled(b.uniqueid) == []
+    assert board.members()["agent2"].ringing == "c-b"
+    assert board.ring_settled("no-such-uniqueid") == []
 
 
 def test_a_caller_who_hangs_up_while_ringing_stops_the_ring(board):

@@ -17,6 +17,7 @@ from ivr.desk.service import Desk
 from ivr.store.sqlite import SqliteStore
 from ivr.waiting.scheduler import CallbackScheduler
 
+from .conftest import until
 from .fake_ami import FakeAmi
 
 CARD = "0001234567890"
@@ -25,14 +26,6 @@ VERIFIED = {"IVR_CALL_ID": "call-1", "IVR_VERIFIED": "1", "IVR_CARD": CARD,
 UNVERIFIED = {"IVR_CALL_ID": "call-2", "IVR_VERIFIED": "0", "IVR_CARD": "",
               "IVR_TRANSFER_REASON": "verification_failed", "IVR_MEMBER_STATUS": ""}
 DISPOSITIONS = ["answered", "complaint", "other"]
-
-
-async def until(predicate, what: str, seconds: float = 5.0):
-    deadline = time.monotonic() + seconds
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.01)
-    return found
 
 
 @pytest.fixture
@@ -241,3 +234,58 @@ async def test_a_call_whose_agentcomplete_lost_its_caller_still_ends_and_asks_a_
     await stored(lambda: store.get_queue("call-1"), "the queue row is answered",
                  lambda row: row and row["result"] == "answered")
     await until(lambda: ami.members["agent1"].paused, "agent1 is paused for the wrap-up")
+
+
+async def test_the_answering_agent_goes_from_ringing_to_connected_and_an_unanswered_ring_ends(
+        hub):
+    """Asterisk sends the caller's Leave just before AgentConnect: the agent's page must not
+    see "ready" in between (it would close the pop and open it again). A Leave that no
+    AgentConnect follows (the waiting loop's round ended) stops the ring a moment later."""
+    desk, ami, _store = hub
+    stream = desk.subscribe("agent1")
+    await desk.set_state("agent1", "ready", None)
+    caller = ami.caller_join(VERIFIED)
+    await until(lambda: desk.queue()["waiting"], "the caller is on the board")
+    ami.agent_called(caller, "agent1")
+    await until(lambda: desk.me("agent1")["state"] == "ringing", "agent1 rings")
+    drain(stream)
+    ami.agent_connect(caller, "agent1")                   # Leave, then AgentConnect
+    await until(lambda: desk.me("agent1")["state"] == "on_call", "agent1 talks")
+    await asyncio.sleep(0.3)
+    states = [d["state"] for n, d in drain(stream) if n == "me"]
+    assert states and "ready" not in states and states[-1] == "on_call"
+    ami.agent_complete(caller, "agent1")
+    await desk.wrapup("agent1", "call-1", "answered", "")
+    # a second caller rung, then out of the queue with no answer
+    other = ami.caller_join(UNVERIFIED)
+    await until(lambda: desk.queue()["waiting"], "the second caller is on the board")
+    ami.agent_called(other, "agent1")
+    await until(lambda: desk.me("agent1")["state"] == "ringing", "agent1 rings again")
+    ami.caller_leave(other, hang_up=False)
+    await asyncio.sleep(0.2)
+    assert desk.me("agent1")["state"] == "ringing"       # not yet: an answer may follow
+    await until(lambda: desk.me("agent1")["state"] == "ready", "the ring settles", 5)
+
+
+async def test_every_agent_rung_sees_the_card_while_rung_and_only_the_one_who_answers_after(hub):
+    """ringall rings every ready agent: each may see the verified card while rung; once
+    one answers, the others no longer may (nor write its wrap-up)."""
+    desk, ami, _store = hub
+    await desk.set_state("agent1", "ready", None)
+    await desk.set_state("agent2", "ready", None)
+    caller = ami.caller_join(VERIFIED)
+    ami.agent_called(caller, "agent1")
+    ami.agent_called(caller, "agent2")
+    await until(lambda: desk.me("agent2")["state"] == "ringing", "both ring")
+    for agent in ("agent1", "agent2"):
+        assert (await desk.call_context(agent, "call-1"))["card"] == CARD, agent
+    ami.agent_connect(caller, "agent1")
+    await until(lambda: desk.me("agent2")["state"] == "ready", "agent2 stops ringing")
+    assert (await desk.call_context("agent1", "call-1"))["card"] == CARD
+    assert (await desk.call_context("agent2", "call-1"))["card"] is None
+    with pytest.raises(DeskError) as refused:
+        await desk.wrapup("agent2", "call-1", "answered", "")
+    assert refused.value.status == 403
+    ami.agent_complete(caller, "agent1")
+    await until(lambda: desk.me("agent1")["state"] == "wrap_up", "agent1 wraps up")
+    assert (await desk.wrapup("agent1", "call-1", "answered", ""))["agent"] == "agent1"

@@ -15,8 +15,11 @@ Field names are the ones Asterisk 22 sends (apps/app_queue.c, main/manager_chann
   (``Position``, ``Channel``, ``Uniqueid``, ``Wait`` in seconds; no channel variables:
   the link reads them with Getvar).
 
-Asterisk sends QueueCallerLeave *before* AgentConnect when an agent answers, so a call
-being connected shows as ``ring_stopped`` for the agents it rang, then ``connected``. It
+Asterisk sends QueueCallerLeave *before* AgentConnect when an agent answers, so a plain
+Leave does not stop the agents' ringing: AgentConnect does (``connected`` for the one who
+answered, ``ring_stopped`` for the others), and when no agent answered (the waiting loop's
+round ended) the desk settles it a moment later (``ring_settled``). An Abandon (the caller
+hung up) stops it at once. It
 sends AgentComplete without any caller field when the caller's channel is already gone
 (a callback placeholder, the moment its agent hangs up): the agent's leg says which call.
 Anything malformed (a missing or non-numeric field) is skipped or taken as empty; ``apply``
@@ -180,10 +183,8 @@ class QueueBoard:
         self._waiting.remove(entry)
         self._renumber()
         changes = [Change("queue", call_id=entry.call_id, entry=entry)]
-        for member in self._members.values():
-            if member.ringing == entry.call_id:
-                member.ringing = None
-                changes.append(Change("ring_stopped", member.agent, entry.call_id, entry))
+        if event.get("Event") == "QueueCallerAbandon":
+            changes += self._stop_ringing(entry)
         if any(m.on_call == entry.call_id for m in self._members.values()):
             self._offered[uniqueid] = entry
         self._left[uniqueid] = entry
@@ -192,6 +193,22 @@ class QueueBoard:
         return changes
 
     _on_QueueCallerAbandon = _on_QueueCallerLeave
+
+    def ring_settled(self, uniqueid: str) -> list[Change]:
+        """A moment after a caller left the queue: agents still rung for it (no agent
+        answered: AgentConnect would have said so) stop ringing."""
+        entry = self._left.get(uniqueid)
+        if entry is None or self._find(uniqueid) is not None:    # gone, or back in line
+            return []
+        return self._stop_ringing(entry)
+
+    def _stop_ringing(self, entry: Entry) -> list[Change]:
+        changes = []
+        for member in self._members.values():
+            if member.ringing == entry.call_id:
+                member.ringing = None
+                changes.append(Change("ring_stopped", member.agent, entry.call_id, entry))
+        return changes
 
     def _on_AgentCalled(self, event: dict) -> list[Change]:
         member = self._member_of(event, create=True)

@@ -30,6 +30,7 @@ NOTE_LIMIT = 1000
 STREAM_DEPTH = 256                  # events queued for one page before old ones are dropped
 QUEUE_PUSH_SECONDS = 0.25           # queue board updates are coalesced to this rate
 LEAVE_SETTLE_SECONDS = 3.0          # a caller who left without an agent: timeout, not answered
+RING_SETTLE_SECONDS = 1.0           # a caller who left while ringing agents: no one answered
 # HOTLINE_ROUTE of a caller in the dialplan's waiting loop (extensions.conf hotline-route)
 WAITING_ROUTES = ("queue", "error", "fallback")
 CONFIRM_SECONDS = 2.0               # how long a presence change waits to be seen in Asterisk
@@ -89,11 +90,11 @@ class Desk:
         self._wanted: dict[str, tuple[str, str | None]] = {}   # agent -> state asked for
         self._held: list[dict] | None = None       # events held during a resync
         self._wrap_up: dict[str, str] = {}         # agent -> call id awaiting a wrap-up
-        self._handled: dict[str, str] = {}         # call id -> agent offered/answering it
         self._answered: set[str] = set()
         self._left: set[str] = set()
         self._member_changed = asyncio.Event()
         self._callbacks: list[dict] = []
+        self._timers: set[asyncio.TimerHandle] = set()
         self._callbacks_changed = False
         self._queue_dirty = False
         self._background = Background(log, "desk")
@@ -108,6 +109,9 @@ class Desk:
         self._pusher = asyncio.get_running_loop().create_task(self._push_queue_updates())
 
     async def stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
         await self._background.stop(self._pusher)
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
@@ -193,7 +197,6 @@ class Desk:
         if change.kind == "queue":
             self._queue_dirty = True
         elif change.kind == "ringing" and agent and call_id:
-            self._handled[call_id] = agent
             entry = change.entry or self.board.entry(call_id)
             if entry is not None and entry.verified and entry.card:
                 self._spawn(self.store.set_card(call_id, entry.card), "keeping the card")
@@ -203,7 +206,6 @@ class Desk:
         elif change.kind == "ring_stopped" and agent:
             self._send(agent, "me", self.me(agent))
         elif change.kind == "connected" and agent and call_id:
-            self._handled[call_id] = agent
             self._answered.add(call_id)
             self._spawn(self.store.queue_answered(call_id, agent, now_iso()), "queue history")
             self._send(agent, "connected", {"call_id": call_id})
@@ -233,11 +235,25 @@ class Desk:
         elif name == "QueueCallerAbandon" and not looping:
             self._left.add(call_id)
             self._spawn(self.store.queue_left(call_id, "abandoned", now_iso()), "queue history")
-        elif name == "QueueCallerLeave" and not looping:
-            # The waiting loop leaves the queue at every announcement: its route records
-            # how the caller's wait ended (ivr/waiting/route.py). Leave also precedes AgentConnect when an agent answers: decide a moment later.
-            asyncio.get_running_loop().call_later(LEAVE_SETTLE_SECONDS, self._settle_leave,
-                                                  call_id, now_iso())
+        elif name == "QueueCallerLeave":
+            # Leave precedes AgentConnect when an agent answers: decide a moment later.
+            self._later(RING_SETTLE_SECONDS, self._settle_ring, event.get("Uniqueid", ""))
+            if not looping:
+                # The waiting loop leaves the queue at every announcement: its route
+                # records how the caller's wait ended (ivr/waiting/route.py).
+                self._later(LEAVE_SETTLE_SECONDS, self._settle_leave, call_id, now_iso())
+
+    def _later(self, delay: float, callback: Callable[..., None], *args) -> None:
+        """``callback(*args)`` after ``delay`` s, unless the desk stops first."""
+        def run() -> None:
+            self._timers.discard(handle)
+            callback(*args)
+        handle = asyncio.get_running_loop().call_later(delay, run)
+        self._timers.add(handle)
+
+    def _settle_ring(self, uniqueid: str) -> None:
+        for change in self.board.ring_settled(uniqueid):
+            self._on_change(change, {})
 
     def _settle_leave(self, call_id: str, at: str) -> None:
         if call_id not in self._answered and call_id not in self._left:
@@ -404,8 +420,12 @@ class Desk:
             return member.paused and member.pause_reason == reason
         return not member.paused
 
-    def _may_see_card(self, agent_id: str, call_id: str, queue: dict | None) -> bool:
-        return (self._handled.get(call_id) == agent_id
+    def _handles(self, agent_id: str, call_id: str, queue: dict | None) -> bool:
+        """The agent is rung for the call, on it, wrapping it up, or answered it: the one
+        who may see its card and write its wrap-up (as long as that lasts, no longer)."""
+        member = self.board.members().get(agent_id)
+        return (member is not None and call_id in (member.ringing, member.on_call)
+                or self._wrap_up.get(agent_id) == call_id
                 or (queue or {}).get("answered_by") == agent_id)
 
     async def call_context(self, agent_id: str, call_id: str) -> dict:
@@ -418,7 +438,7 @@ class Desk:
         record = record or {}
         verified = bool(record.get("verified") or (entry is not None and entry.verified))
         card = None
-        if verified and self._may_see_card(agent_id, call_id, queue):
+        if verified and self._handles(agent_id, call_id, queue):
             card = record.get("card") or (entry.card if entry is not None else None) or None
         if queue is not None and queue.get("result") is None and queue.get("waited_s") is None:
             queue = {**queue, "waited_s": _seconds_between(queue.get("joined_at"), now_iso())}
@@ -458,9 +478,8 @@ class Desk:
         record = await self.store.get_record(call_id)
         if queue is None and record is None:
             raise DeskError(404, "no such call")
-        answered_by = (queue or {}).get("answered_by") or self._handled.get(call_id)
-        if answered_by and answered_by != agent_id:
-            raise DeskError(403, "this call was handled by another agent")
+        if not self._handles(agent_id, call_id, queue):
+            raise DeskError(403, "this call was not handled by this agent")
         saved = await self.store.put_wrapup(call_id, agent_id, disposition, note)
         if self._wrap_up.get(agent_id) == call_id:
             del self._wrap_up[agent_id]
