@@ -369,11 +369,14 @@ async def test_a_call_through_the_hotline_ends_up_in_the_store(
         assert call_id in (tmp_path / "outbox.jsonl").read_text()
 
 
-async def test_an_unreachable_store_never_stops_the_hotline(settings, tmp_path):
+async def test_an_unreachable_store_never_stops_the_hotline(settings, tmp_path, caplog):
     settings = replace(settings, store_url=f"postgresql://u:p@127.0.0.1:{free_port()}/db")
-    async with running_server(settings) as (server, app):
-        call = await place_call("127.0.0.1", server.port, "0")
-        assert call.variables["IVR_OUTCOME"]
-        assert app.records.flush()
+    with caplog.at_level(logging.INFO, logger="ivr.store.forwarder"):
+        async with running_server(settings) as (server, app):
+            call = await place_call("127.0.0.1", server.port, "0")
+            assert call.variables["IVR_OUTCOME"]
+            assert app.records.flush()
+    assert "store unavailable" in caplog.text
+    assert "starting again" not in caplog.text          # stopping while it waits: no error
     with pytest.raises(StoreUnavailable):
         await open_store(settings).open()

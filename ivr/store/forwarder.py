@@ -108,10 +108,12 @@ class RecordForwarder:
 
     async def _run(self) -> None:
         try:
-            await self._take_lock()
+            await self._take_lock()     # (may raise _Stopping)
             while True:
                 try:
                     await self._forward()
+                    return
+                except _Stopping:
                     return
                 except Exception as exc:   # e.g. the file unreadable: say so, start over
                     log.error("record forwarder: %s; starting again", type(exc).__name__)
