@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from ivr.store.sqlite import SqliteStore
+from ivr.waiting.hours import StaffedHours
 from ivr.waiting.order import queue_priority
 from ivr.waiting.scheduler import CallbackScheduler
 
@@ -188,3 +190,37 @@ async def test_a_watchdog_that_cannot_ask_asterisk_never_holds_up_due_callbacks(
     assert f"__IVR_CALLBACK_ID={CB}" in originate["Variable"]
     assert "lost placeholders not looked for" in caplog.text
     assert (await store.get_callback(other))["status"] == "queued"     # left as it was
+
+
+async def test_two_desks_sharing_the_store_place_a_callback_once(store):
+    one, two = RecordingAmi(), RecordingAmi()
+    (due,) = await store.callbacks_due(NOW.isoformat())
+    await asyncio.gather(CallbackScheduler(store, one, clock=lambda: NOW).place(dict(due)),
+                         CallbackScheduler(store, two, clock=lambda: NOW).place(dict(due)))
+    assert len(one.actions) + len(two.actions) == 1
+    assert (await store.get_callback(CB))["status"] == "queued"
+
+
+async def test_a_retry_or_a_lost_placeholder_waits_for_the_next_staffed_period(store):
+    friday_night = datetime(2026, 12, 4, 19, 58, tzinfo=ZoneInfo("Asia/Jakarta"))
+    hours = StaffedHours("mon-fri 08:00-20:00")
+    monday_8 = datetime(2026, 12, 7, 8, 0, tzinfo=ZoneInfo("Asia/Jakarta"))
+    scheduler = CallbackScheduler(store, RecordingAmi(), retry_seconds=300, hours=hours,
+                                  clock=lambda: friday_night)
+    await store.callback_set(CB, "queued")
+    assert await scheduler.result(CB, "NOANSWER") == "scheduled"
+    assert datetime.fromisoformat((await store.get_callback(CB))["due_at"]) == monday_8
+    # in staffed hours: 5 minutes later, as configured
+    scheduler.clock = lambda: monday_8
+    await store.callback_set(CB, "queued")
+    assert await scheduler.result(CB, "BUSY") == "scheduled"
+    assert datetime.fromisoformat((await store.get_callback(CB))["due_at"]) == (
+        monday_8 + timedelta(minutes=5))
+    # a lost placeholder at night: placed again when the agents are back
+    await store.callback_set(CB, "queued")
+    night = CallbackScheduler(store, RecordingAmi(), watch_seconds=0, hours=hours,
+                              clock=lambda: datetime.now(timezone.utc).replace(
+                                  year=2026, month=12, day=5, hour=15))     # Sat 22:00 WIB
+    await asyncio.sleep(0.01)
+    assert await night.watch() == [CB]
+    assert datetime.fromisoformat((await store.get_callback(CB))["due_at"]) == monday_8

@@ -320,6 +320,12 @@ async def test_callbacks_keep_their_attempts_and_come_due_in_join_order(store):
     await store.callback_set("late", "scheduled", due_at=ago(minutes=-5))
     assert await store.callbacks_due(ago(seconds=0)) == []
     assert [c["id"] for c in await store.callbacks("c2")] == ["late"]
+    assert [c["id"] for c in await store.callbacks(status="scheduled")] == ["future", "late"]
+    assert await store.callbacks("c2", status="completed") == []
+    # from one status only: two desks sharing the store never both take one callback
+    assert await store.callback_set("late", "queued", expect="scheduled") is True
+    assert await store.callback_set("late", "queued", expect="scheduled") is False
+    assert (await store.get_callback("late"))["status"] == "queued"
     assert await store.get_callback("nope") is None
 
 
@@ -397,6 +403,10 @@ async def test_the_place_in_line_counts_waiting_callers_and_callbacks_that_joine
     await asyncio.sleep(0.01)
     await store.callback_set("cb1", "scheduled", due_at=ago(seconds=1))   # to be retried
     assert await store.queue_ahead(me, ago(seconds=0), since) == 2
+    # A callback keeps its place however long ago its caller first joined (after hours)
+    await store.callback_create(callback("cb0", "c0", joined_at=ago(hours=14)))
+    assert await store.queue_ahead(me, ago(seconds=0), since) == 3
+    await store.callback_set("cb0", "completed")
     # A caller still finishing the callback dialog is counted once, as the callback.
     await store.queue_joined("c3", ago(minutes=8, seconds=30))
     await store.callback_create(callback("cb3", "c3", joined_at=ago(minutes=8, seconds=30)))

@@ -14,7 +14,7 @@ import asyncpg
 
 from . import StoreUnavailable
 from .rows import (BOARD_LIMIT, BOARD_ORDER, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS,
-                   SERVICE_AUDIT, STATS_LIMIT, callback_out, check_callback, check_card,
+                   SERVICE_AUDIT, STATS_LIMIT, callbacks_out, check_callback, check_card,
                    check_status, check_text, iso, now, parse_time, queue_out, record_out,
                    record_row, since, stats_out)
 
@@ -98,7 +98,7 @@ SELECT (SELECT count(*) FROM queue_calls
                               WHERE status IN ('scheduled', 'queued')))
      + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
         WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
-          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
+          AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
 """
 
 # What "the server is not there (now)" looks like through asyncpg.
@@ -313,15 +313,20 @@ class PostgresStore:
                 f"INSERT INTO callbacks ({self._CALLBACK_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", *args, at, at)
 
-    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None
-                           ) -> None:
+    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None,
+                           expect: str | None = None) -> bool:
         args = [check_status(status), now(), check_text(callback_id, "id")]
         sql = "UPDATE callbacks SET status = $1, updated_at = $2"
+        where = " WHERE id = $3"
         if due_at is not None:
-            sql += ", due_at = $4"
             args.append(parse_time(due_at))
+            sql += f", due_at = ${len(args)}"
+        if expect is not None:
+            args.append(check_status(expect))
+            where += f" AND status = ${len(args)}"
         async with self._transaction() as conn:
-            await conn.execute(sql + " WHERE id = $3", *args)
+            done = await conn.execute(sql + where, *args)
+        return done != "UPDATE 0"
 
     async def callback_attempt(self, callback_id: str, result: str, at: str) -> int:
         cid, result = check_text(callback_id, "id"), check_text(result, "result")
@@ -338,21 +343,25 @@ class PostgresStore:
         rows = await self._fetch(
             f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE {where} "
             "ORDER BY joined_at, created_at", *args)
-        out = []
-        for row in rows:
-            attempts = await self._fetch("SELECT n, at, result FROM callback_attempts "
-                                         "WHERE callback_id = $1 ORDER BY n", row[0])
-            out.append(callback_out(tuple(row), [tuple(a) for a in attempts]))
-        return out
+        attempts = await self._fetch(
+            "SELECT callback_id, n, at, result FROM callback_attempts WHERE callback_id IN "
+            f"(SELECT id FROM callbacks WHERE {where}) ORDER BY callback_id, n", *args)
+        return callbacks_out([tuple(r) for r in rows], [tuple(a) for a in attempts])
 
     async def get_callback(self, callback_id: str) -> dict | None:
         found = await self._callbacks("id = $1", callback_id)
         return found[0] if found else None
 
-    async def callbacks(self, call_id: str | None = None) -> list[dict]:
-        if call_id is None:
-            return await self._callbacks("true")
-        return await self._callbacks("call_id = $1", call_id)
+    async def callbacks(self, call_id: str | None = None, status: str | None = None
+                        ) -> list[dict]:
+        where, args = ["true"], []
+        if call_id is not None:
+            args.append(call_id)
+            where.append(f"call_id = ${len(args)}")
+        if status is not None:
+            args.append(check_status(status))
+            where.append(f"status = ${len(args)}")
+        return await self._callbacks(" AND ".join(where), *args)
 
     async def callbacks_due(self, at: str, limit: int = 20) -> list[dict]:
         """Scheduled callbacks whose time has come, earliest join first."""

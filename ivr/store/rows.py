@@ -168,6 +168,15 @@ def callback_out(row, attempts: list[tuple]) -> dict:
                          for n, at, result in attempts]}
 
 
+def callbacks_out(rows: list[tuple], attempts: list[tuple]) -> list[dict]:
+    """Callbacks (rows of the callback columns) with their attempts, read in one query:
+    rows of (callback_id, n, at, result) ordered by callback and n."""
+    by_callback: dict[str, list[tuple]] = {}
+    for callback_id, n, at, result in attempts:
+        by_callback.setdefault(callback_id, []).append((n, at, result))
+    return [callback_out(row, by_callback.get(row[0], [])) for row in rows]
+
+
 def _as_time(value) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value

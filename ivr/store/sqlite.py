@@ -19,7 +19,7 @@ import aiosqlite
 from ..sqlite_wal import open_wal
 from . import StoreUnavailable
 from .rows import (BOARD_LIMIT, BOARD_ORDER, HISTORY_LIMIT, MAX_TEXT, QUEUE_RESULTS,
-                   SERVICE_AUDIT, STATS_LIMIT, callback_out, canonical, check_callback,
+                   SERVICE_AUDIT, STATS_LIMIT, callbacks_out, canonical, check_callback,
                    check_card, check_status, check_text, iso, now, parse_time, queue_out,
                    record_out, record_row, since, stats_out)
 
@@ -97,8 +97,9 @@ ON CONFLICT (call_id) DO UPDATE SET
 """
 
 
-# Waiting callers (joined, neither answered nor gone) and callbacks waiting their turn
-# (due, and not answered since they were last placed), ahead of a first join.
+# Waiting callers (joined since $2, neither answered nor gone) and callbacks waiting their
+# turn (due, and not answered since they were last placed: however long ago they first
+# joined, an after-hours callback keeps its place), ahead of a first join.
 _AHEAD = """
 SELECT (SELECT count(*) FROM queue_calls
         WHERE result IS NULL AND answered_at IS NULL AND joined_at < $1 AND joined_at >= $2
@@ -106,7 +107,7 @@ SELECT (SELECT count(*) FROM queue_calls
                               WHERE status IN ('scheduled', 'queued')))
      + (SELECT count(*) FROM callbacks c LEFT JOIN queue_calls q ON q.call_id = c.call_id
         WHERE c.status IN ('scheduled', 'queued') AND c.due_at <= $3 AND c.joined_at < $1
-          AND c.joined_at >= $2 AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
+          AND (q.answered_at IS NULL OR q.answered_at < c.updated_at))
 """
 
 
@@ -319,15 +320,21 @@ class SqliteStore:
                 f"INSERT INTO callbacks ({self._CALLBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, call_id, number, masked, iso(joined), iso(due), status, at, at))
 
-    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None
-                           ) -> None:
+    async def callback_set(self, callback_id: str, status: str, due_at: str | None = None,
+                           expect: str | None = None) -> bool:
         args = [check_status(status), iso(now())]
         sql = "UPDATE callbacks SET status = ?, updated_at = ?"
         if due_at is not None:
             sql += ", due_at = ?"
             args.append(canonical(due_at))
+        sql += " WHERE id = ?"
+        args.append(check_text(callback_id, "id"))
+        if expect is not None:
+            sql += " AND status = ?"
+            args.append(check_status(expect))
         async with self._transaction() as db:
-            await db.execute(sql + " WHERE id = ?", (*args, check_text(callback_id, "id")))
+            cursor = await db.execute(sql, args)
+            return cursor.rowcount > 0
 
     async def callback_attempt(self, callback_id: str, result: str, at: str) -> int:
         cid, result = check_text(callback_id, "id"), check_text(result, "result")
@@ -343,21 +350,25 @@ class SqliteStore:
         rows = await self._fetch(
             f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE {where} "
             "ORDER BY joined_at, created_at", args)
-        out = []
-        for row in rows:
-            attempts = await self._fetch("SELECT n, at, result FROM callback_attempts "
-                                         "WHERE callback_id = ? ORDER BY n", (row[0],))
-            out.append(callback_out(row, attempts))
-        return out
+        attempts = await self._fetch(
+            "SELECT callback_id, n, at, result FROM callback_attempts WHERE callback_id IN "
+            f"(SELECT id FROM callbacks WHERE {where}) ORDER BY callback_id, n", args)
+        return callbacks_out(rows, attempts)
 
     async def get_callback(self, callback_id: str) -> dict | None:
         found = await self._callbacks("id = ?", (callback_id,))
         return found[0] if found else None
 
-    async def callbacks(self, call_id: str | None = None) -> list[dict]:
-        if call_id is None:
-            return await self._callbacks("1 = 1", ())
-        return await self._callbacks("call_id = ?", (call_id,))
+    async def callbacks(self, call_id: str | None = None, status: str | None = None
+                        ) -> list[dict]:
+        where, args = ["1 = 1"], []
+        if call_id is not None:
+            where.append("call_id = ?")
+            args.append(call_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(check_status(status))
+        return await self._callbacks(" AND ".join(where), tuple(args))
 
     async def callbacks_due(self, at: str, limit: int = 20) -> list[dict]:
         """Scheduled callbacks whose time has come, earliest join first."""

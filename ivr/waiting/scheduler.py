@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from ..background import Background
 from ..records import now_iso
+from .hours import StaffedHours
 from .order import queue_priority
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 BOARD_SECONDS = 5.0                          # the board's list read again this often
 BOARD_HOURS = 12                             # ended callbacks stay on the board this long
-WATCH_LIMIT = 100_000                        # queued callbacks the watchdog looks at, at most
 ORIGINATE_TIMEOUT_MS = 4 * 3600 * 1000      # how long a placeholder may wait for an agent
 _ID = re.compile(r"[0-9a-f]{32}")
 _STATUS = re.compile(r"[A-Z]{1,20}")
@@ -52,10 +52,11 @@ class CallbackScheduler:
     def __init__(self, store, ami, *, attempts: int = 3, retry_seconds: float = 300.0,
                  watch_seconds: float = 60.0, poll: float = POLL_SECONDS,
                  board_seconds: float = BOARD_SECONDS,
-                 clock: Callable[[], datetime] = _now,
+                 clock: Callable[[], datetime] = _now, hours: StaffedHours | None = None,
                  on_board: Callable[[list[dict]], None] | None = None) -> None:
         self.store = store
         self.ami = ami
+        self.hours = hours or StaffedHours()
         self.attempts = max(1, attempts)
         self.retry_seconds = retry_seconds
         self.watch_seconds = watch_seconds
@@ -72,7 +73,13 @@ class CallbackScheduler:
     def from_settings(cls, store, ami, settings, **kwargs) -> "CallbackScheduler":
         return cls(store, ami, attempts=settings.callback_attempts,
                    retry_seconds=settings.callback_retry_seconds,
-                   watch_seconds=settings.callback_watch_seconds, **kwargs)
+                   watch_seconds=settings.callback_watch_seconds,
+                   hours=StaffedHours.from_settings(settings), **kwargs)
+
+    def _staffed(self, at: datetime) -> str:
+        """``at``, or the start of the next staffed period when nobody works then (a retry
+        or a lost placeholder waits for the agents, as the caller was told)."""
+        return (self.hours.next_open(at) or at).isoformat()
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -129,7 +136,8 @@ class CallbackScheduler:
             "IVR_CALLBACK_ID": callback["id"],
             "IVR_CALLBACK_NUMBER": callback["number"],
         }
-        await self.store.callback_set(callback["id"], "queued")
+        if not await self.store.callback_set(callback["id"], "queued", expect="scheduled"):
+            return         # another desk sharing the store placed it first
         try:
             await self.ami.action({
                 "Action": "Originate", "Channel": "Local/queue@waiting-callback/n",
@@ -150,12 +158,9 @@ class CallbackScheduler:
     async def watch(self) -> list[str]:
         """Place again the callbacks queued for longer than ``watch_seconds`` whose
         placeholder Asterisk no longer has. Returns their ids."""
-        now = self.clock()
-        since = now - timedelta(seconds=self.watch_seconds)
-        # (the board's query from now on: the open callbacks, all of them)
-        queued = [c for c in await self.store.callbacks_board(now.isoformat(), WATCH_LIMIT)
-                  if c["status"] == "queued"
-                  and datetime.fromisoformat(c["updated_at"]) <= since]
+        since = self.clock() - timedelta(seconds=self.watch_seconds)
+        queued = [c for c in await self.store.callbacks(status="queued")
+                  if datetime.fromisoformat(c["updated_at"]) <= since]
         if not queued:
             return []
         live = await self._live_callbacks()
@@ -166,12 +171,13 @@ class CallbackScheduler:
             for callback in queued:
                 if callback["id"] in live:
                     continue
-                now = await self.store.get_callback(callback["id"])
-                if now is None or now["status"] != "queued" or now["updated_at"] != callback[
-                        "updated_at"]:
+                again = await self.store.get_callback(callback["id"])
+                if again is None or again["updated_at"] != callback["updated_at"]:
                     continue
-                await self.store.callback_set(callback["id"], "scheduled",
-                                              self.clock().isoformat())
+                if not await self.store.callback_set(callback["id"], "scheduled",
+                                                     self._staffed(self.clock()),
+                                                     expect="queued"):
+                    continue
                 placed_again.append(callback["id"])
                 log.warning("callbacks: %s had no placeholder left in Asterisk (the queue's "
                             "timeout or a restart): placed again in its place",
@@ -249,8 +255,8 @@ class CallbackScheduler:
                 status, due = "failed", None
             else:
                 status = "scheduled"
-                due = (now + timedelta(seconds=self.retry_seconds)).isoformat()
-            await self.store.callback_set(callback_id, status, due)
+                due = self._staffed(now + timedelta(seconds=self.retry_seconds))
+            await self.store.callback_set(callback_id, status, due, expect="queued")
             log.info("callbacks: %s attempt %d: %s -> %s (%s)", callback_id, n, dial_status,
                      status, now_iso())
             return status
