@@ -219,6 +219,13 @@ async def test_closed_hours_offer_only_the_callback_for_the_next_period():
                                                   hours=StaffedHours(OFFICE),
                                                   now=saturday_night)
     assert result.action == "hangup" and callbacks.created == []
+    # no valid number: goodbye, never "back to the queue" (there is none while closed)
+    result, dialog, callbacks = await wait_dialog("1 _ _", ctx(phase="enter"),
+                                                  hours=StaffedHours(OFFICE),
+                                                  now=saturday_night)
+    assert result.action == "hangup" and callbacks.created == []
+    assert CATALOG.text("callback-back-to-queue") not in dialog.transcript
+    assert dialog.transcript[-1] == CATALOG.text("callback-goodbye")
 
 
 async def test_a_store_that_is_down_still_gives_a_figure():

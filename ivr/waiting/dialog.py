@@ -104,6 +104,8 @@ class WaitingDialog:
             if key == "1":
                 self.dialog.menu_keys.append(key)
                 await self._callback(ctx, result, due=None)
+                if result.action == "stay":          # no number: back to the line
+                    await self.dialog.say(self.dialog.prompt("callback-back-to-queue"))
         if result.action == "stay" and ctx.position <= self.settings.stay_at:
             result.action = "hold"     # near the head: never out of the queue again
         return result
@@ -178,7 +180,6 @@ class WaitingDialog:
         d = self.dialog
         number = await self._number(ctx.caller)
         if number is None:
-            await d.say(d.prompt("callback-back-to-queue"))
             return
         now = self.now()
         callback_id = uuid.uuid4().hex
