@@ -25,6 +25,7 @@ MAX_FAILED_VERIFICATIONS = 3
 # the card number; the second such NIK in a call goes to an agent.
 MAX_NIKS_WITHOUT_PHONE = 2
 PHONE_LAST4_LENGTH = 4
+LOOKUP_GRACE_SECONDS = 1.0     # past the lookup's own deadline: only a lookup that ignores it
 
 POST_MENU_RETRY = Retry(silent=1, invalid=3)
 CONFIRM_RETRY = Retry(silent=3, invalid=3, together=True, explain_invalid=False)
@@ -42,7 +43,8 @@ PAID_BY_OTHERS = {"PEMERINTAH": P.BILL_GOVERNMENT, "PEMBERI_KERJA": P.BILL_EMPLO
 
 
 class Lookup(Protocol):
-    async def lookup(self, identifier: str, request_id: str) -> Participant | None: ...
+    async def lookup(self, identifier: str, request_id: str, deadline: float | None = None
+                     ) -> Participant | None: ...
 
 
 class Lockout(Protocol):
@@ -225,16 +227,20 @@ class Hotline:
         the limit (plus at most the short prompt). The latency recorded is the lookup's own."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        task = asyncio.create_task(self.membership.lookup(identifier, self.call_id))
+        deadline = started + self.settings.lookup_timeout
+        # The lookup keeps the limit itself: a lookup that runs out of time is a failure
+        # of the service (its breaker counts it), not one the hotline gave up on.
+        task = asyncio.create_task(self.membership.lookup(identifier, self.call_id, deadline))
         answered: list[float] = []
         task.add_done_callback(lambda _: answered.append(loop.time()))
         failed = False
         participant = None
         try:
-            await self.dialog.listen_while(task, started + self.settings.lookup_timeout,
-                                           self.settings.hold_prompt_after, self._hold_prompt())
-            remaining = started + self.settings.lookup_timeout - loop.time()
-            participant = await asyncio.wait_for(task, max(remaining, 0.0))
+            await self.dialog.listen_while(task, deadline, self.settings.hold_prompt_after,
+                                           self._hold_prompt())
+            # (the lookup ends by its deadline; this bound only guards a lookup that won't)
+            participant = await asyncio.wait_for(task, max(deadline - loop.time(), 0.0)
+                                                 + LOOKUP_GRACE_SECONDS)
         except (MembershipUnavailable, TimeoutError):
             failed = True
         finally:

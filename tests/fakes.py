@@ -104,10 +104,15 @@ class FakeMembership:
         self.fail = fail
         self.requests: list[tuple[str, str]] = []
 
-    async def lookup(self, identifier: str, request_id: str):
+    async def lookup(self, identifier: str, request_id: str, deadline: float | None = None):
+        """As the real client: no answer by ``deadline`` is the service's failure."""
         self.requests.append((identifier, request_id))
         if self.delay:
-            await asyncio.sleep(self.delay)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.sleep(self.delay)
+            except TimeoutError:
+                raise MembershipUnavailable("timeout") from None
         if self.fail:
             raise MembershipUnavailable("down")
         return self.by_id.get(identifier)

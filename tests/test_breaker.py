@@ -4,6 +4,7 @@ hangs (the outage of the finding) and recovers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -75,11 +76,13 @@ async def flaky_service():
     """A membership service on loopback that hangs while ``state["down"]``, else answers
     with the demo participant."""
     state = {"down": True, "requests": 0}
+    release = asyncio.Event()               # set at the end: hanging requests let go
 
     async def lookup(request):
         state["requests"] += 1
         if state["down"]:
-            await asyncio.sleep(30)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 30)
         return web.json_response(SITI)
 
     app = web.Application()
@@ -90,6 +93,7 @@ async def flaky_service():
     await site.start()
     state["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     yield state
+    release.set()
     await runner.cleanup()
 
 
@@ -118,3 +122,21 @@ async def test_during_an_outage_callers_get_the_apology_at_once_and_recovery_clo
         assert breaker.state is BreakerState.CLOSED and flaky_service["requests"] == 4
         await client.lookup("0001234567890", "after")
         assert flaky_service["requests"] == 5
+
+
+async def test_a_service_too_slow_for_the_callers_limit_opens_the_breaker(flaky_service):
+    """The caller's limit (the hotline's lookup deadline) is shorter than the client's own
+    timeout: a lookup that runs out of it is the service's failure, counted by the breaker
+    (once the hotline cancelled such lookups, and a hanging service never opened it)."""
+    breaker = CircuitBreaker(failures=3, retry_seconds=30, clock=Clock())
+    observed = []
+    async with MembershipClient(flaky_service["url"], total_timeout=10,
+                                breaker=breaker) as client:
+        client.observe = lambda _seconds, failure: observed.append(failure)
+        loop = asyncio.get_running_loop()
+        for i in range(3):
+            started = time.perf_counter()
+            with pytest.raises(MembershipUnavailable):
+                await client.lookup("0001234567890", f"r{i}", deadline=loop.time() + 0.2)
+            assert time.perf_counter() - started < 1.5      # the deadline, not the 10 s
+        assert breaker.state is BreakerState.OPEN and observed == ["timeout"] * 3

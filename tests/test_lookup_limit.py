@@ -46,9 +46,9 @@ class TimedCall(FakeCall):
 
 
 class NotedMembership(FakeMembership):
-    async def lookup(self, identifier, request_id):
+    async def lookup(self, identifier, request_id, deadline=None):
         self.asked_at = asyncio.get_running_loop().time()
-        return await super().lookup(identifier, request_id)
+        return await super().lookup(identifier, request_id, deadline)
 
 
 async def run(lockout, delay: float):

@@ -6,6 +6,7 @@ path and nowhere else, not into exception messages, tracebacks or log lines.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -91,10 +92,13 @@ class MembershipClient:
                                                   timeout=self._timeout)
         return self._session
 
-    async def lookup(self, identifier: str, request_id: str) -> Participant | None:
+    async def lookup(self, identifier: str, request_id: str, deadline: float | None = None
+                     ) -> Participant | None:
         """The participant with this card number (13 digits) or NIK (16 digits); None when
         the service answers the contract's 404 (JSON ``{"error": "not_found"}``). Raise
-        ``MembershipUnavailable`` on any other outcome: another 404, a body over 64 KiB..."""
+        ``MembershipUnavailable`` on any other outcome: another 404, a body over 64 KiB, no
+        answer by ``deadline`` (the event loop's clock: the caller's limit, so that a service
+        too slow for callers counts as failing, and opens the breaker)..."""
         if not (identifier.isascii() and identifier.isdigit() and len(identifier) in (13, 16)):
             raise ValueError("an identifier is 13 or 16 digits")
         if not self.breaker.allow():
@@ -105,9 +109,13 @@ class MembershipClient:
         started = time.monotonic()
         failure = None
         try:
-            participant = await self._lookup(identifier, request_id)
+            async with asyncio.timeout_at(deadline):
+                participant = await self._lookup(identifier, request_id)
             outcome = self.breaker.succeeded
             return participant
+        except TimeoutError:
+            outcome, failure = self.breaker.failed, "timeout"
+            raise MembershipUnavailable("timeout") from None
         except MembershipUnavailable as exc:
             outcome, failure = self.breaker.failed, str(exc)
             raise
