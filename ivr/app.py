@@ -23,13 +23,13 @@ from .config import Settings
 from .dialog import Dialog
 from .exposure import ensure_safe
 from .hotline import CallState, FlowSettings, Hotline
-from .lockout import REDIS_CONNECTIONS, Lockout, LockoutUnavailable, lockout_store
+from .lockout import REDIS_CONNECTIONS, Lockout, lockout_store
 from .membership.breaker import CircuitBreaker
 from .membership.client import POOL_LIMIT as MEMBERSHIP_POOL, MembershipClient
 from .metrics import Metrics, serve_metrics
 from .service_modes import ServiceModes, ServiceState
 from .signals import on_stop_signals
-from .names import INHERITED, Outcome, Reason, Var
+from .names import INHERITED, Outcome, Var
 from .privacy import mask_caller
 from .records import CallRecord, RecordWriter, now_iso
 from .store import open_store
@@ -94,11 +94,13 @@ class HotlineApp:
         hotline = Hotline(dialog, self.membership, self.lockout, call_id=call_id,
                           caller=caller, settings=flow)
         state = hotline.state
+        call_id_set = False
         try:
             await call.answer()
             # The dialplan's sign that this server took the call: without it (a server
             # down, draining, or gone before its first commands) it tries the next one.
             await call.set_variable(INHERITED + Var.CALL_ID, call_id)
+            call_id_set = True
             if headers.get("agi_language") != "id":
                 await call.set_variable("CHANNEL(language)", "id")
             await hotline.run()
@@ -113,20 +115,19 @@ class HotlineApp:
         except CommandError as exc:   # a reply from the peer, not a fault of this process
             state.outcome = Outcome.ERROR
             log.warning("call %s: the FastAGI peer refused a command: %s", call_id, exc)
-        except LockoutUnavailable as exc:   # fail closed: an agent, not unchecked self-service
-            state.outcome, state.transfer_reason = Outcome.TRANSFER, Reason.SERVICE_UNAVAILABLE
-            log.error("call %s: %s; the call goes to an agent", call_id, exc)
         except Exception:
             state.outcome = Outcome.ERROR
             log.exception("call %s failed", call_id)
         finally:
             if state.outcome is None:  # cancelled: shutdown or the maximum call duration
                 state.outcome = Outcome.ERROR
-            await self._leave_variables(call, session, state, call_id)
+            await self._leave_variables(call, session, state, "" if call_id_set else call_id)
             self._write_record(record, state, dialog, call)
 
     async def _leave_variables(self, call: AgiCall, session: AgiSession, state: CallState,
                                call_id: str) -> None:
+        """The outcome for the dialplan and the agents; ``call_id`` only when it could not
+        be set right after the answer."""
         if session.closed:
             return
         verified = bool(state.verified_card)
@@ -136,8 +137,9 @@ class HotlineApp:
             Var.VERIFIED: "1" if verified else "0",
             Var.CARD: state.verified_card,
             Var.MEMBER_STATUS: state.member_status if verified else "",
-            Var.CALL_ID: call_id,
         }
+        if call_id:
+            values[Var.CALL_ID] = call_id
         try:
             async with asyncio.timeout(FINISH_SECONDS):
                 for name, value in values.items():

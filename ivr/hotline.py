@@ -7,17 +7,21 @@ and raises ``CallEnded``; ``run()`` turns that into the call's result.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import Awaitable, Callable, Iterable, Protocol
 
 from . import speech
 from .dialog import Dialog, Ending, Retry, Utterance
+from .lockout import LockoutUnavailable
 from .identifiers import BIRTH_DATE_LENGTH, NIK_LENGTH, Kind, classify, parse_birth_date, \
     virtual_account
 from .membership import MembershipUnavailable, Participant
 from .names import Outcome, P, Reason
 from .privacy import mask_number
+
+log = logging.getLogger(__name__)
 
 MAX_INVALID_ENTRIES = 3
 MAX_FAILED_VERIFICATIONS = 3
@@ -154,7 +158,7 @@ class Hotline:
                     await self.nik_without_phone()
                     continue
             found = (participant.card_number, participant.nik) if participant else ()
-            await self.lockout.record_failure(identifier, self.caller, found)
+            await self._lockout(self.lockout.record_failure(identifier, self.caller, found))
             self.failed_verifications += 1
             if self.failed_verifications >= MAX_FAILED_VERIFICATIONS:
                 await self.hand_to_agent(Reason.VERIFICATION_FAILED, P.DATA_MISMATCH)
@@ -170,7 +174,7 @@ class Hotline:
                 continue
             self.state.identifier_masked = mask_number(entry.digits)
             if await self.confirmed(entry.digits, kind):
-                if await self.lockout.is_locked(entry.digits, self.caller):
+                if await self._lockout(self.lockout.is_locked(entry.digits, self.caller)):
                     await self.hand_to_agent(Reason.LOCKED)
                 return entry.digits
 
@@ -334,6 +338,15 @@ class Hotline:
     async def goodbye(self, outcome: Outcome) -> None:
         await self.say(P.GOODBYE)
         raise CallEnded(outcome)
+
+    async def _lockout(self, counting: Awaitable):
+        """The lockout store's answer; unreadable, the call fails closed: the apology and
+        an agent, never self-service unchecked."""
+        try:
+            return await counting
+        except LockoutUnavailable as exc:
+            log.error("call %s: %s; the call goes to an agent", self.call_id, exc)
+            await self.hand_to_agent(Reason.SERVICE_UNAVAILABLE, P.SERVICE_UNAVAILABLE)
 
     async def hand_to_agent(self, reason: Reason, *before: str) -> None:
         last = P.LOCKED if reason is Reason.LOCKED else P.TRANSFER_AGENT

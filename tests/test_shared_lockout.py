@@ -82,3 +82,5 @@ async def test_when_redis_is_gone_calls_go_to_an_agent(settings, redis_url):
     assert call.variables["IVR_OUTCOME"] == "transfer"
     assert call.variables["IVR_TRANSFER_REASON"] == "service_unavailable"
     assert call.variables["IVR_VERIFIED"] == "0"
+    # told, not dropped into the queue without a word
+    assert call.sounds[-2:] == ["bpjs/service-unavailable", "bpjs/transfer-agent"]
