@@ -13,7 +13,7 @@ from ivr.desk.accounts import Accounts
 from ivr.desk.ami import AmiLink
 from ivr.desk.board import QueueBoard
 from ivr.desk.errors import DeskError
-from ivr.desk.service import Desk
+from ivr.desk.service import Desk, Recent
 from ivr.store.sqlite import SqliteStore
 from ivr.waiting.scheduler import CallbackScheduler
 
@@ -289,3 +289,22 @@ async def test_every_agent_rung_sees_the_card_while_rung_and_only_the_one_who_an
     ami.agent_complete(caller, "agent1")
     await until(lambda: desk.me("agent1")["state"] == "wrap_up", "agent1 wraps up")
     assert (await desk.wrapup("agent1", "call-1", "answered", ""))["agent"] == "agent1"
+
+
+async def test_an_agent_who_logs_out_while_asterisk_is_away_is_not_put_back(hub):
+    desk, ami, _store = hub
+    await desk.set_state("agent1", "ready", None)
+    ami.members.clear()                     # Asterisk restarts and forgets its members
+    ami.drop()
+    await until(lambda: desk.asterisk != "up", "the link notices")
+    await desk.logged_out("agent1")         # the agent leaves meanwhile
+    await until(lambda: desk.asterisk == "up", "the link is back")
+    await asyncio.sleep(0.5)                # the resync and its presence restoring are done
+    assert "agent1" not in ami.members and desk.me("agent1")["state"] == "offline"
+
+
+def test_the_desk_remembers_only_the_latest_calls():
+    recent = Recent(2)
+    for call_id in ("a", "b", "a", "c"):
+        recent.add(call_id)
+    assert "a" in recent and "c" in recent and "b" not in recent

@@ -19,6 +19,7 @@ from ivr.desk.accounts import Accounts, LoginThrottle, hash_password, verify_pas
 from ivr.desk.errors import DeskError
 from ivr.desk.sessions import Sessions
 from ivr.desk.web import STREAMS_PER_AGENT, Desk, running_desk_web
+from tests.conftest import until
 from tests.fake_desk import CARD, FakeDesk, unverified_call, verified_call, waiting_entries
 
 PASSWORD = "correct horse 42"
@@ -593,8 +594,7 @@ async def test_a_stream_ends_when_its_session_expires(desk, agent1):
         async with asyncio.timeout(5):
             while not stream.content.at_eof():
                 await stream.content.read()
-    await asyncio.sleep(0.05)
-    assert desk.desk.streams("agent1") == 0
+    await until(lambda: desk.desk.streams("agent1") == 0, "the stream is closed", 5)
 
 
 async def test_an_agent_cannot_open_streams_without_end(desk, agent1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -33,6 +34,7 @@ LEAVE_SETTLE_SECONDS = 3.0          # a caller who left without an agent: timeou
 RING_SETTLE_SECONDS = 1.0           # a caller who left while ringing agents: no one answered
 # HOTLINE_ROUTE of a caller in the dialplan's waiting loop (extensions.conf hotline-route)
 WAITING_ROUTES = ("queue", "error", "fallback")
+RECENT_CALLS = 10_000               # calls remembered as answered / left, the latest
 CONFIRM_SECONDS = 2.0               # how long a presence change waits to be seen in Asterisk
 
 
@@ -74,6 +76,23 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
 
 
+class Recent:
+    """A set of the last ``size`` items added."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, item: str) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
 class Desk:
     def __init__(self, store, board: QueueBoard, accounts: Accounts, *,
                  queue: str = "agents", dispositions: list[str],
@@ -90,8 +109,10 @@ class Desk:
         self._wanted: dict[str, tuple[str, str | None]] = {}   # agent -> state asked for
         self._held: list[dict] | None = None       # events held during a resync
         self._wrap_up: dict[str, str] = {}         # agent -> call id awaiting a wrap-up
-        self._answered: set[str] = set()
-        self._left: set[str] = set()
+        # Calls answered, and calls whose leaving is recorded: the latest only (a desk runs
+        # for months; a call's events come within its hour).
+        self._answered = Recent(RECENT_CALLS)
+        self._left = Recent(RECENT_CALLS)
         self._member_changed = asyncio.Event()
         self._callbacks: list[dict] = []
         self._timers: set[asyncio.TimerHandle] = set()
@@ -350,6 +371,9 @@ class Desk:
         self._send(agent_id, "me", self.me(agent_id))
 
     async def logged_out(self, agent_id: str) -> None:
+        # Forgotten first: with Asterisk away now, a resync must not put the agent back.
+        self._wanted.pop(agent_id, None)
+        self._wrap_up.pop(agent_id, None)
         if self.board.members().get(agent_id) is not None and self.asterisk == "up":
             await self.set_state(agent_id, "offline", None)
 
