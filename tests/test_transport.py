@@ -186,6 +186,30 @@ async def test_get_data_failing_on_a_live_channel_is_a_missing_prompt(server_wit
     assert record["identifier_masked"] == "0001******890" and record["outcome"] == "abandoned"
 
 
+async def test_a_caller_pressing_a_to_d_is_told_the_entry_is_wrong(server_with, settings):
+    """DTMF A-D (some phones have them) are wrong keys, not a broken peer: the caller is
+    told and asked again; a character no phone sends ends the call as the peer's error."""
+    server, app = await server_with()
+    entries = ["1", "0001234A67890 (timeout)", "X"]          # GET DATA, in turn
+    first_keys = ["TIMEOUT:", "OK:9"]                           # Read, in turn
+
+    def respond(command):
+        if command.startswith("GET DATA"):
+            return f"200 result={entries.pop(0)}\n"
+        if command.startswith("GET FULL VARIABLE"):
+            return f"200 result=1 ({first_keys.pop(0)})\n"
+        if command.startswith("STREAM FILE"):
+            return "200 result=0 endpos=0\n"
+        return {"ANSWER": "200 result=0\n"}.get(
+            command, "200 result=0\n" if command.startswith("EXEC") else "200 result=1\n")
+    commands = await peer(server.port, respond)
+    after_entry = commands[commands.index("GET DATA bpjs/enter-id 6000 16") + 1]
+    assert after_entry.startswith("EXEC Read IVR_KEY,bpjs/id-invalid&bpjs/enter-id,")
+    assert 'GET DATA "" 6000 15' in commands and entries == [] and first_keys == []
+    assert app.records.flush()
+    assert last_record(settings)["outcome"] == "error"             # "X": no phone sends it
+
+
 async def test_a_520_usage_block_is_read_whole(server_with, settings):
     server, app = await server_with()
     usage = ("520-Invalid command syntax.  Proper usage follows:\n"

@@ -21,7 +21,7 @@ import logging
 from typing import Sequence
 
 from ..call import Answer, CallerHungUp
-from .codec import ALL_KEYS, CommandError, ProtocolError, Reply
+from .codec import ALL_KEYS, DTMF_KEYS, CommandError, ProtocolError, Reply
 from .session import AgiSession
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ class AgiCall:
                 raise CallerHungUp
             await self._settle_playback_failure(sound)
             return await self._get_data("", max_keys, timeout)
-        if not set(keys) <= set(ALL_KEYS):
-            raise CommandError(f"GET DATA answered {keys!r}")
+        if not DTMF_KEYS.issuperset(keys):
+            raise ProtocolError(f"GET DATA answered {keys!r}")
         timed_out = reply.data == "timeout"
         if not timed_out and len(keys) < max_keys:
             keys += "#"             # Asterisk ended the entry at # and left it out
@@ -140,6 +140,8 @@ class AgiCall:
         if status == "HANGUP":
             raise CallerHungUp
         if status == "OK" and key:
+            if key[0] not in DTMF_KEYS:
+                raise ProtocolError(f"Read gave the key {key[0]!r}")
             return key[0]
         if status in ("OK", "TIMEOUT"):
             return None

@@ -14,8 +14,10 @@ HANGUP = "HANGUP"
 
 # Keys a caller can press; a STREAM FILE escape set that lets any of them interrupt.
 ALL_KEYS = "0123456789*#"
-# What a key's ``result=`` code can stand for: the keys above and DTMF's A-D.
-DTMF_CODES = frozenset(map(ord, ALL_KEYS + "ABCD"))
+# What a caller can send: the keys above and DTMF's A-D (some phones have them; the flow
+# takes them as wrong keys). A key's ``result=`` code is one of these characters' codes.
+DTMF_KEYS = frozenset(ALL_KEYS + "ABCD")
+DTMF_CODES = frozenset(map(ord, DTMF_KEYS))
 
 
 class ProtocolError(Exception):
