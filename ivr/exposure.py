@@ -86,13 +86,22 @@ def check(settings: Settings) -> list[str]:
         if why:
             problems.append(f"IVR_MEMBERSHIP_TOKEN is {why}, and identifiers go to a "
                             f"membership service beyond loopback")
-    if settings.lockout_redis_url:
-        parts = urlsplit(settings.lockout_redis_url)
-        why = weak_secret(parts.password or "")
-        if why and not is_loopback(parts.hostname or ""):
-            problems.append(f"the password in IVR_LOCKOUT_REDIS_URL is {why}, and Redis "
-                            f"is beyond loopback")
+    problems += _server_password_problems("IVR_LOCKOUT_REDIS_URL", settings.lockout_redis_url,
+                                          "Redis")
+    problems += _server_password_problems("IVR_STORE_URL", settings.store_url, "PostgreSQL")
     return problems
+
+
+def _server_password_problems(name: str, url: str, what: str) -> list[str]:
+    """A server reached at ``url`` beyond loopback needs a real password in it (the lockout
+    counts; the store keeps verified cards and callback numbers). The URL is not echoed."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    why = weak_secret(parts.password or "")
+    if why and not is_loopback(parts.hostname or ""):
+        return [f"the password in {name} is {why}, and {what} is beyond loopback"]
+    return []
 
 
 def desk_problems(settings: Settings) -> list[str]:
@@ -109,7 +118,8 @@ def desk_problems(settings: Settings) -> list[str]:
         if why:
             problems.append(f"IVR_AMI_SECRET is {why}, and Asterisk's AMI is at "
                             f"{settings.ami_host}")
-    return problems
+    return problems + _server_password_problems("IVR_STORE_URL", settings.store_url,
+                                                "PostgreSQL")
 
 
 def ensure_safe(settings: Settings) -> None:

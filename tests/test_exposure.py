@@ -15,7 +15,7 @@ import yaml
 from ivr.agi.listener import allowed, parse_allow_list
 from ivr.app import running_services
 from ivr.config import Settings
-from ivr.exposure import InsecureConfiguration, check, is_loopback, weak_secret
+from ivr.exposure import InsecureConfiguration, check, desk_problems, is_loopback, weak_secret
 
 REPO = Path(__file__).resolve().parent.parent
 STRONG = secrets.token_hex(32)
@@ -75,6 +75,15 @@ def test_remote_redis_needs_a_password():
     assert check(settings(lockout_redis_url="redis://redis.internal:6379/0"))
     assert check(settings(lockout_redis_url=f"redis://:{STRONG}@redis.internal:6379/0")) == []
     assert check(settings(lockout_redis_url="redis://127.0.0.1:6379/0")) == []
+
+
+def test_a_remote_postgresql_store_needs_a_password_for_the_ivr_and_the_desk():
+    for url in ("postgresql://ivr@db.internal/ivr", "postgresql://ivr:secret@db.internal/ivr"):
+        problems = check(settings(store_url=url)) + desk_problems(settings(store_url=url))
+        assert len(problems) == 2 and all("IVR_STORE_URL" in p for p in problems), url
+        assert "secret@" not in " ".join(problems)                  # the URL is not echoed
+    assert check(settings(store_url=f"postgresql://ivr:{STRONG}@db.internal/ivr")) == []
+    assert desk_problems(settings(store_url="postgresql://ivr@127.0.0.1/ivr")) == []
 
 
 async def test_the_services_refuse_to_start_with_a_default_secret_beyond_loopback(tmp_path):
