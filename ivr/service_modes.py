@@ -44,6 +44,7 @@ class ServiceModes:
         self._read_at: float | None = None
         self._reading: asyncio.Task | None = None
         self._failing = False
+        self._slow = False      # a read outlasted READ_TIMEOUT and has not ended yet
 
     async def current(self) -> ServiceState:
         loop = asyncio.get_running_loop()
@@ -51,10 +52,13 @@ class ServiceModes:
             return self._state
         if self._reading is None or self._reading.done():   # one read for all calls
             self._reading = loop.create_task(self._read())
+        if self._slow:          # a read hangs already: no call waits for it, it goes on
+            return self._state
         try:
             await asyncio.wait_for(asyncio.shield(self._reading), READ_TIMEOUT)
-        except (TimeoutError, Exception):
-            pass
+        except TimeoutError:
+            self._slow = True
+            log.warning("the live service settings are slow to read; keeping the last ones")
         return self._state
 
     async def _read(self) -> None:
@@ -62,12 +66,14 @@ class ServiceModes:
         try:
             rows = await self.store.service_settings()
         except Exception as exc:
+            self._slow = False
             if not self._failing:
                 self._failing = True
                 log.warning("cannot read the live service settings (%s); keeping the last ones",
                             type(exc).__name__)
             self._read_at = loop.time()     # try again after the cache time, not per call
             return
+        self._slow = False
         if self._failing:
             self._failing = False
             log.info("live service settings readable again")

@@ -9,9 +9,10 @@ import sys
 
 from ivr.app import running_server
 from ivr.emulator import place_call
+from ivr.service_modes import READ_TIMEOUT, Mode, ServiceModes
 from ivr.store.sqlite import SqliteStore
 
-from .conftest import EVIDENCE
+from .conftest import EVIDENCE, until
 
 VERIFIED = "1 0001234567890# 1 17081990"
 
@@ -75,3 +76,28 @@ def test_an_unknown_prompt_is_refused(settings):
     done = subprocess.run([sys.executable, "-m", "ivr.cli", "service", "announce", "nope"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "not a prompt id" in done.stderr
+
+
+class SilentStore:
+    """A store that does not answer until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def service_settings(self) -> dict:
+        await self.release.wait()
+        return {"mode": {"value": "agents_only", "changed_by": "ops", "changed_at": ""}}
+
+
+async def test_a_store_that_does_not_answer_holds_up_one_call_not_every_call():
+    store = SilentStore()
+    modes = ServiceModes(store, cache_seconds=0.0)
+    assert (await modes.current()).mode is Mode.NORMAL       # waited READ_TIMEOUT, no more
+    for _ in range(20):                                       # the next calls: at once
+        assert (await asyncio.wait_for(modes.current(), READ_TIMEOUT / 2)).mode is Mode.NORMAL
+    store.release.set()                                       # the store answers again
+    await until(lambda: _is(modes, Mode.AGENTS_ONLY), "agents only, as stored", 5)
+
+
+async def _is(modes: ServiceModes, mode: Mode) -> bool:
+    return (await modes.current()).mode is mode
