@@ -308,3 +308,18 @@ def test_the_desk_remembers_only_the_latest_calls():
     for call_id in ("a", "b", "a", "c"):
         recent.add(call_id)
     assert "a" in recent and "c" in recent and "b" not in recent
+
+
+async def test_a_resync_that_fails_is_tried_again(hub):
+    """Asterisk back, but its QueueStatus unanswered: the desk asks again until it has the
+    queue, then puts the ready agent back."""
+    desk, ami, _store = hub
+    await desk.set_state("agent1", "ready", None)
+    ami.members.clear()                          # Asterisk restarted
+    ami.silent.add("queuestatus")
+    ami.drop()
+    await until(lambda: desk.asterisk == "up", "the link is back")
+    await asyncio.sleep(1.5)                     # the first snapshot times out (1 s)
+    assert "agent1" not in ami.members
+    ami.silent.clear()
+    await until(lambda: "agent1" in ami.members, "agent1 put back after a second try", 10)

@@ -35,6 +35,7 @@ RING_SETTLE_SECONDS = 1.0           # a caller who left while ringing agents: no
 # HOTLINE_ROUTE of a caller in the dialplan's waiting loop (extensions.conf hotline-route)
 WAITING_ROUTES = ("queue", "error", "fallback")
 RECENT_CALLS = 10_000               # calls remembered as answered / left, the latest
+RESYNC_RETRY_SECONDS = 2.0          # a failed resynchronisation is tried again this soon
 CONFIRM_SECONDS = 2.0               # how long a presence change waits to be seen in Asterisk
 
 
@@ -158,6 +159,8 @@ class Desk:
             for event in self._held or []:
                 self._apply(event)
             self._held = None
+            # the board is not Asterisk's until a snapshot is had: try again while up
+            self._later(RESYNC_RETRY_SECONDS, self._resync_again, snapshot)
             raise
         held, self._held = self._held or [], None
         self.load_snapshot(events)
@@ -166,6 +169,10 @@ class Desk:
         log.info("desk: resynchronised with Asterisk: %d waiting, %d agents in the queue",
                  len(self.board.waiting()), len(self.board.members()))
         self._restore_presence()
+
+    def _resync_again(self, snapshot: Callable[[str], Awaitable[list[dict]]]) -> None:
+        if self.asterisk == "up":
+            self.resync(snapshot)
 
     def load_snapshot(self, events: list[dict]) -> None:
         """The board rebuilt from Asterisk's QueueStatus; everyone's view refreshed."""
