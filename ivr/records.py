@@ -159,7 +159,6 @@ class RecordWriter:
         self.written = 0        # records in the main file
         self.lost = 0           # records dropped from the main file's queue
         self.write_errors = 0   # failed attempts to write the main file
-        self.reopened = 0
         self._reopen = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
@@ -211,7 +210,6 @@ class RecordWriter:
                     self._reopen = False
                     for target in targets:
                         target.close()
-                    self.reopened += 1
                 for target in targets:
                     target.waiting.extend(batch)
                 written = sum(self._flush(t, main=t is targets[0]) for t in targets)

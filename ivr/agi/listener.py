@@ -221,11 +221,6 @@ class Listener:
                 self._admit(conn, peer)
         self._close_sockets()
 
-    def close(self) -> None:
-        """Stop accepting (the sockets close in ``wait_closed``, once no accept waits)."""
-        for task in self._tasks:
-            task.cancel()
-
     async def wait_closed(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:

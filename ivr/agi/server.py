@@ -176,7 +176,6 @@ class AgiServer:
         self._calls: set[asyncio.Task] = set()
         self.rejected = 0
         self.peak_connections = 0
-        self.draining = False
         self._hurry = asyncio.Event()
 
     @property
@@ -235,7 +234,6 @@ class AgiServer:
         Asterisk's dialplan tries the next server), let the calls in progress end by
         themselves for up to ``drain_seconds`` (or until ``hurry``), then cancel the rest:
         each still leaves its channel variables and its record."""
-        self.draining = True
         if self._listener is not None:
             await self._listener.stop_listening()
         loop = asyncio.get_running_loop()

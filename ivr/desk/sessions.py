@@ -56,10 +56,6 @@ class Sessions:
         for key in [k for k, s in self._table.items() if s.agent_id == agent_id]:
             del self._table[key]
 
-    def has_agent(self, agent_id: str) -> bool:
-        now = self._clock()
-        return any(s.agent_id == agent_id and s.expires_at > now for s in self._table.values())
-
     def sweep(self) -> set[str]:
         """Drops expired sessions; returns the agents left with no live session."""
         now = self._clock()

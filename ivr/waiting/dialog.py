@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -62,7 +62,6 @@ class WaitResult:
     callback_id: str = ""
     closed: bool = False
     estimate_s: float | None = None
-    keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
